@@ -1,0 +1,60 @@
+"""Starting ``python -m backend ...`` in the backend interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+class BackendCommandError(RuntimeError):
+    """A backend command could not start, failed or did not answer in time."""
+
+
+def backend_environment(root: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment for a backend process whose ``backend`` package lies in ``root``.
+
+    ``PYTHONPATH`` is replaced, not extended: entries meant for Blender's Python must not leak into
+    the backend interpreter. ``PYTHONHOME`` would point the interpreter at another installation.
+    """
+    env = {key: value for key, value in environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONPATH"] = str(root)
+    env["PYTHONUNBUFFERED"] = "1"  # the add-on reads progress line by line
+    return env
+
+
+def backend_command(python: Path, args: Sequence[str]) -> list[str]:
+    return [str(python), "-m", "backend", *args]
+
+
+def run_backend(python: Path, root: Path, args: Sequence[str], timeout: float) -> str:
+    """Run one short backend command to completion and return its standard output."""
+    command = backend_command(python, args)
+    try:
+        done = subprocess.run(
+            command,
+            cwd=root,
+            env=backend_environment(root, os.environ),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BackendCommandError(f"{' '.join(command)} did not finish within {timeout:g} s") from error
+    except OSError as error:
+        raise BackendCommandError(f"cannot start {python}: {error.strerror or error}") from error
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise BackendCommandError(f"backend command failed with {python}: {reason}")
+    return done.stdout
+
+
+def backend_version(python: Path, root: Path, timeout: float = 60.0) -> str:
+    """Version string that ``python -m backend --version`` reports."""
+    words = run_backend(python, root, ["--version"], timeout).split()
+    if not words:
+        raise BackendCommandError(f"python -m backend --version printed nothing with {python}")
+    return words[-1]

@@ -1,0 +1,89 @@
+"""Locating the backend package and loading its protocol module by file path."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from occupancy_addon import backend_link
+from occupancy_addon.backend_link import BackendMissingError, backend_root, load_protocol
+
+PROTOCOL_SOURCE = """
+from dataclasses import dataclass
+
+VERSION = 7
+
+
+@dataclass
+class Request:
+    kind: str
+"""
+
+
+def make_backend(folder: Path, protocol: str | None = PROTOCOL_SOURCE) -> Path:
+    (folder / "backend").mkdir(parents=True)
+    (folder / "backend" / "__init__.py").write_text("")
+    if protocol is not None:
+        (folder / "backend" / "protocol.py").write_text(protocol)
+    return folder
+
+
+@pytest.fixture
+def clean_protocol_module() -> Iterator[None]:
+    """Forget a protocol module loaded by a test, so tests don't see each other's."""
+    saved = sys.modules.pop(backend_link.PROTOCOL_MODULE_NAME, None)
+    yield
+    sys.modules.pop(backend_link.PROTOCOL_MODULE_NAME, None)
+    if saved is not None:
+        sys.modules[backend_link.PROTOCOL_MODULE_NAME] = saved
+
+
+def test_repository_layout_finds_the_sibling_backend(repo_root: Path) -> None:
+    assert backend_root() == repo_root
+
+
+def test_installed_layout_finds_backend_inside_the_extension(tmp_path: Path) -> None:
+    extension = make_backend(tmp_path / "extensions" / "occupancy_reconstruct")
+    # a backend next to the extension folder must not win over the bundled one
+    make_backend(tmp_path / "extensions")
+    assert backend_root(extension) == extension
+
+
+def test_missing_backend_names_both_places(tmp_path: Path) -> None:
+    addon = tmp_path / "addon"
+    addon.mkdir()
+    with pytest.raises(BackendMissingError) as error:
+        backend_root(addon)
+    assert str(addon) in str(error.value) and str(tmp_path) in str(error.value)
+
+
+@pytest.mark.usefixtures("clean_protocol_module")
+def test_protocol_loads_under_a_private_name(tmp_path: Path) -> None:
+    root = make_backend(tmp_path)
+    protocol = load_protocol(root)
+    assert protocol.VERSION == 7
+    assert protocol.__name__ == backend_link.PROTOCOL_MODULE_NAME
+    assert not protocol.__name__.startswith("backend")
+    # dataclasses resolve their module through sys.modules, so this only works when registered
+    assert protocol.Request(kind="pointcloud").kind == "pointcloud"
+    # later calls without a root reuse the loaded module
+    assert load_protocol() is protocol
+
+
+@pytest.mark.usefixtures("clean_protocol_module")
+def test_missing_protocol_file_is_reported_with_its_path(tmp_path: Path) -> None:
+    root = make_backend(tmp_path, protocol=None)
+    with pytest.raises(BackendMissingError, match="protocol.py"):
+        load_protocol(root)
+    assert backend_link.PROTOCOL_MODULE_NAME not in sys.modules
+
+
+@pytest.mark.usefixtures("clean_protocol_module")
+def test_protocol_that_fails_to_import_leaves_nothing_behind(tmp_path: Path) -> None:
+    root = make_backend(tmp_path, protocol="raise ImportError('needs torch')\n")
+    with pytest.raises(ImportError, match="needs torch"):
+        load_protocol(root)
+    assert backend_link.PROTOCOL_MODULE_NAME not in sys.modules

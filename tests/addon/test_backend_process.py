@@ -1,0 +1,76 @@
+"""Running ``python -m backend`` as a real subprocess of the backend interpreter."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import backend
+from occupancy_addon.backend_process import (
+    BackendCommandError,
+    backend_environment,
+    backend_version,
+    run_backend,
+)
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_environment_replaces_python_path_and_drops_python_home(tmp_path: Path) -> None:
+    env = backend_environment(
+        tmp_path, {"PYTHONPATH": "/blender/site", "PYTHONHOME": "/blender", "HOME": "/h"}
+    )
+    assert env["PYTHONPATH"] == str(tmp_path)
+    assert "PYTHONHOME" not in env
+    assert env["HOME"] == "/h"
+
+
+def test_version_of_the_repository_backend(repo_root: Path) -> None:
+    assert backend_version(Path(sys.executable), repo_root) == backend.__version__
+
+
+def test_backend_is_taken_from_the_given_root(tmp_path: Path) -> None:
+    """A copied backend (as inside the installed extension) is the one that runs."""
+    (tmp_path / "backend").mkdir()
+    (tmp_path / "backend" / "__main__.py").write_text("print('python -m backend 9.9.9')\n")
+    (tmp_path / "backend" / "__init__.py").write_text("")
+    assert backend_version(Path(sys.executable), tmp_path) == "9.9.9"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
+def test_failure_reports_the_last_error_line(tmp_path: Path) -> None:
+    python = script(tmp_path / "python", "echo first >&2\necho 'No module named torch' >&2\nexit 3\n")
+    with pytest.raises(BackendCommandError, match="No module named torch"):
+        backend_version(python, tmp_path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
+def test_silent_failure_reports_the_exit_status(tmp_path: Path) -> None:
+    python = script(tmp_path / "python", "exit 4\n")
+    with pytest.raises(BackendCommandError, match="exit status 4"):
+        run_backend(python, tmp_path, ["--version"], timeout=10)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
+def test_hanging_backend_times_out(tmp_path: Path) -> None:
+    python = script(tmp_path / "python", "exec sleep 30\n")
+    with pytest.raises(BackendCommandError, match="did not finish within 0.5 s"):
+        run_backend(python, tmp_path, ["--version"], timeout=0.5)
+
+
+def test_interpreter_that_cannot_start(tmp_path: Path) -> None:
+    with pytest.raises(BackendCommandError, match="cannot start"):
+        run_backend(tmp_path / "missing-python", tmp_path, ["--version"], timeout=10)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
+def test_empty_version_output_is_an_error(tmp_path: Path) -> None:
+    python = script(tmp_path / "python", "exit 0\n")
+    with pytest.raises(BackendCommandError, match="printed nothing"):
+        backend_version(python, tmp_path)

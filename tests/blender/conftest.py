@@ -1,0 +1,78 @@
+"""Harness for tests that run in real Blender (the ``bpy`` module).
+
+All tests here share one Blender session whose user folder is a throwaway one (tests/conftest.py).
+Each test starts from an empty factory scene with factory preferences, which also disables any
+add-on an earlier test enabled. Tests that install the extension uninstall it again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import bpy
+import pytest
+
+EXTENSION_ID = "occupancy_reconstruct"
+REPO_MODULE = "user_default"
+ADDON_MODULE = f"bl_ext.{REPO_MODULE}.{EXTENSION_ID}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.blender)
+
+
+@pytest.fixture(autouse=True)
+def factory_scene() -> Iterator[None]:
+    assert bpy.ops.wm.read_factory_settings(use_empty=True) == {"FINISHED"}
+    yield
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
+    """The extension zip, built the way a developer does: ``python build.py``."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, str(repo_root / "build.py"), "--output-dir", str(out)], check=True, cwd=repo_root
+    )
+    (zip_path,) = out.glob("*.zip")
+    return zip_path
+
+
+def user_repo_directory() -> Path:
+    (repo,) = (repo for repo in bpy.context.preferences.extensions.repos if repo.module == REPO_MODULE)
+    return Path(repo.directory)
+
+
+@pytest.fixture
+def installed_extension(extension_zip: Path) -> Iterator[str]:
+    """Install and enable the zip like Preferences > Install from Disk does; yield the module name."""
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(extension_zip), repo=REPO_MODULE, enable_on_install=True
+    )
+    assert result == {"FINISHED"}
+    yield ADDON_MODULE
+    result = bpy.ops.extensions.package_uninstall(
+        repo_directory=str(user_repo_directory()), pkg_id=EXTENSION_ID
+    )
+    assert result == {"FINISHED"}
+    assert not (user_repo_directory() / EXTENSION_ID).exists()
+
+
+@pytest.fixture
+def backend_python_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the add-on at this interpreter (it has the backend's dependencies) via the environment."""
+    monkeypatch.setenv("OCC_BACKEND_PYTHON", sys.executable)
+    return sys.executable
+
+
+@pytest.fixture
+def blender_user_folder() -> Path:
+    """The throwaway folder Blender uses instead of ~/.config/blender."""
+    return Path(os.environ["BLENDER_USER_RESOURCES"])
