@@ -1,0 +1,112 @@
+"""Safe model files: safetensors weights with the config, tau and metrics stored as metadata.
+
+Nothing here unpickles arbitrary objects. Shipped weights are stored in float16 to
+halve their size and are loaded back as float32. Training state (optimizer, step)
+lives in a separate file loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ConfigError, ModelConfig, _build
+from .models import OccupancyNetwork, build_model
+
+FORMAT = "occupancy-reconstruct"
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class CheckpointError(ValueError):
+    """A model file is missing, corrupt, foreign or from an incompatible version."""
+
+
+@dataclass
+class ModelMeta:
+    name: str
+    kind: str
+    tau: float
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # steps, wall time, data
+
+    def model_config(self) -> ModelConfig:
+        return _build(ModelConfig, self.config, "model")
+
+
+def save_weights(path: str | Path, model: OccupancyNetwork, meta: ModelMeta, half: bool = True) -> None:
+    """Write the model's weights and ``meta`` to a .safetensors file (atomically)."""
+    path = Path(path)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue  # bookkeeping only; not needed for inference
+        v = v.detach().cpu().contiguous()
+        tensors[k] = v.half() if half and v.is_floating_point() else v
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(asdict(meta))}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """Read only the metadata of a model file (cheap: no weights are loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                raise ValueError("bad header size")
+            header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a safetensors model file ({e})") from None
+    info = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an Occupancy Reconstruct model (no '{FORMAT}' format tag)")
+    if info.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path} has model format version {info.get('format_version')}, this build reads {FORMAT_VERSION}"
+        )
+    try:
+        meta = ModelMeta(**json.loads(info["meta"]))
+        meta.model_config().validate()
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path} has invalid metadata: {e}") from None
+    if not (isinstance(meta.tau, float | int) and 0 < meta.tau < 1 and math.isfinite(meta.tau)):
+        raise CheckpointError(f"{path} stores an invalid threshold tau={meta.tau!r}")
+    return meta
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[OccupancyNetwork, ModelMeta]:
+    """Load a model file -> (model in eval mode on ``device``, its metadata)."""
+    meta = read_meta(path)
+    model = build_model(meta.model_config())
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.to(device).eval(), meta
+
+
+def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Path]:
+    """Name -> path of every model file in the weights folder."""
+    return {p.stem: p for p in sorted(weights_dir.glob("*.safetensors"))}

@@ -1,0 +1,139 @@
+"""Encoders: an observation -> a global code c of size c_dim.
+
+- ResnetPointNet: point clouds (B, N, 3).
+- VoxelCNN: 32^3 occupancy grids (B, 32, 32, 32), indexed [x, y, z].
+- ResNet18: RGB images (B, 3, S, S) in [0, 1]. Written here (no torchvision, no
+  downloaded ImageNet weights); the width is a config value.
+- LatentPointNet: (points, occupancies) -> mean and log-std of q(z), for the VAE.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import ResnetBlockFC
+
+
+def _max_pool(x: torch.Tensor) -> torch.Tensor:
+    """Max over the points axis, broadcast back to every point."""
+    return x.max(dim=1, keepdim=True).values.expand_as(x)
+
+
+class ResnetPointNet(nn.Module):
+    """PointNet with residual blocks; after each of the first blocks the pooled feature is concatenated."""
+
+    def __init__(self, c_dim: int = 128, hidden: int = 128, n_blocks: int = 5) -> None:
+        super().__init__()
+        self.fc_pos = nn.Linear(3, 2 * hidden)
+        self.blocks = nn.ModuleList(ResnetBlockFC(2 * hidden, hidden) for _ in range(n_blocks))
+        self.fc_c = nn.Linear(hidden, c_dim)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        net = self.fc_pos(points)
+        for block in self.blocks[:-1]:
+            net = block(net)
+            net = torch.cat([net, _max_pool(net)], dim=2)
+        net = self.blocks[-1](net)
+        return self.fc_c(torch.relu(net.max(dim=1).values))
+
+
+class VoxelCNN(nn.Module):
+    """3D CNN for 32^3 grids: one conv, then four stride-2 convs down to 2^3, then a linear layer."""
+
+    def __init__(self, c_dim: int = 128, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.conv_in = nn.Conv3d(1, w, 3, padding=1)
+        self.convs = nn.ModuleList(
+            nn.Conv3d(w * 2**i, w * 2 ** (i + 1), 3, stride=2, padding=1) for i in range(4)
+        )
+        self.fc = nn.Linear(w * 16 * 8, c_dim)
+
+    def forward(self, voxels: torch.Tensor) -> torch.Tensor:
+        # the original feeds occupancy in {-0.5, 0.5}; centring helps the first conv
+        net = self.conv_in(voxels.unsqueeze(1) - 0.5)
+        for conv in self.convs:
+            net = conv(torch.relu(net))
+        return self.fc(torch.relu(net.flatten(1)))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al. 2016): a 7x7 stem, four stages of two basic blocks, global average pooling.
+
+    ``width`` is the channel count of the first stage (64 in the standard network).
+    Inputs are normalised with the ImageNet statistics inside, as the original does.
+    """
+
+    def __init__(self, c_dim: int = 256, width: int = 64) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        stages: list[nn.Module] = []
+        c_in = width
+        for i in range(4):
+            c_out = width * 2**i
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(_BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)))
+            c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(c_in, c_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        x = (images - mean) / std
+        x = self.stages(self.stem(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class LatentPointNet(nn.Module):
+    """q(z | points, occupancies[, c]) of the VAE: a small PointNet over (point, occupancy) pairs."""
+
+    def __init__(self, z_dim: int = 128, c_dim: int = 0, hidden: int = 128) -> None:
+        super().__init__()
+        self.fc_pos = nn.Linear(3, hidden)
+        self.fc_occ = nn.Linear(1, hidden)
+        self.fc_c = nn.Linear(c_dim, hidden) if c_dim > 0 else None
+        self.fc_0 = nn.Linear(hidden, hidden)
+        self.fc_1 = nn.Linear(2 * hidden, hidden)
+        self.fc_2 = nn.Linear(2 * hidden, hidden)
+        self.fc_mean = nn.Linear(hidden, z_dim)
+        self.fc_logstd = nn.Linear(hidden, z_dim)
+
+    def forward(
+        self, points: torch.Tensor, occ: torch.Tensor, c: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.fc_pos(points) + self.fc_occ(occ.unsqueeze(-1))
+        if self.fc_c is not None and c is not None:
+            net = net + self.fc_c(c).unsqueeze(1)
+        net = self.fc_0(torch.relu(net))
+        net = self.fc_1(torch.relu(torch.cat([net, _max_pool(net)], dim=2)))
+        net = self.fc_2(torch.relu(torch.cat([net, _max_pool(net)], dim=2)))
+        net = torch.relu(net.max(dim=1).values)
+        return self.fc_mean(net), self.fc_logstd(net)

@@ -1,0 +1,188 @@
+"""Training loop: sample a batch, step Adam, validate IoU, keep the best model. Resumable.
+
+Files in ``out_dir``:
+- ``state.pt``: everything needed to resume (model, optimizer, step, RNG, best score);
+  tensors and plain values only, loaded with ``torch.load(weights_only=True)``.
+- ``best.safetensors``: the model with the best validation IoU so far, with its
+  cross-validated threshold tau (see ``checkpoint.py``).
+- ``train.log``: the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import ModelMeta, save_weights
+from .config import Config
+from .data.dataset import ShapePool, validation_set
+from .data.generate import build_split
+from .models import OccupancyNetwork, build_model
+
+log = logging.getLogger("backend.train")
+
+TAUS = tuple(round(0.05 * i, 2) for i in range(2, 19))  # 0.1 ... 0.9
+
+
+@dataclass
+class Validation:
+    iou: float  # mean IoU at the best tau
+    tau: float
+    iou_by_tau: dict[float, float]
+
+
+def iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per-row IoU of boolean tensors (B, M); 1 where both are empty."""
+    inter = (pred & gt).sum(-1).float()
+    union = (pred | gt).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+@torch.inference_mode()
+def validate(model: OccupancyNetwork, val: list, taus: tuple[float, ...] = TAUS) -> Validation:
+    """Mean IoU over shapes for each tau; tau is cross-validated as the best one."""
+    model.eval()
+    device = next(model.parameters()).device
+    sums = torch.zeros(len(taus))
+    gen = torch.Generator().manual_seed(0)
+    for inputs, pts, occ in val:
+        inputs = None if inputs is None else inputs.to(device)
+        c = model.encode(inputs, batch_size=1)
+        z = model.sample_z(1, gen)  # unconditional: scores a random sample, a weak but cheap signal
+        prob = torch.sigmoid(model.decode(pts.to(device), z, c)).cpu()
+        gt = occ > 0.5
+        for j, tau in enumerate(taus):
+            sums[j] += iou(prob >= tau, gt).sum()
+    means = (sums / len(val)).tolist()
+    best = max(range(len(taus)), key=lambda j: means[j])
+    return Validation(means[best], taus[best], dict(zip(taus, means, strict=True)))
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warm-up for 200 steps, then cosine decay from lr to lr_final at max_steps."""
+    t = cfg.train
+    if step < 200:
+        return t.lr * (step + 1) / 200
+    frac = min(1.0, step / max(1, t.max_steps))
+    return t.lr_final + 0.5 * (t.lr - t.lr_final) * (1 + math.cos(math.pi * frac))
+
+
+def _setup_logging(out_dir: Path) -> None:
+    handler = logging.FileHandler(out_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def train(cfg: Config, name: str, minutes: float | None = None, data_dir: Path = Path(".data")) -> Path:
+    """Train (or resume) until max_steps or ``minutes`` of wall time; returns the best model's path."""
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind = cfg.model.kind
+    d = cfg.data
+    data_root = data_dir / "procedural" if d.source == "procedural" else Path(d.source)
+    train_pool = ShapePool(build_split(d, "train", d.n_train, data_root))
+    val = validation_set(ShapePool(build_split(d, "val", d.n_val, data_root)), kind, d, cfg.train.val_points)
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    step, best_iou, best_tau, wall = 0, -1.0, 0.5, 0.0
+    state_path = out_dir / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        step, best_iou, best_tau, wall = state["step"], state["best_iou"], state["best_tau"], state["wall"]
+        log.info("resumed at step %d (best IoU %.4f)", step, best_iou)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model %s: %.2fM parameters, device %s, %d training shapes",
+        kind,
+        n_params / 1e6,
+        device,
+        len(train_pool),
+    )
+
+    def save_state() -> None:
+        state = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "gen": gen.get_state(),
+            "step": step,
+            "best_iou": best_iou,
+            "best_tau": best_tau,
+            "wall": wall,
+        }
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(state_path)
+
+    t_start = time.time()
+    wall_at_start = wall
+    deadline = None if minutes is None else t_start + 60 * minutes
+    bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {name}", mininterval=5)
+    loss_avg = None
+    while step < cfg.train.max_steps and (deadline is None or time.time() < deadline):
+        model.train()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        idx = torch.randint(len(train_pool), (cfg.train.batch_size,), generator=gen)
+        batch = train_pool.batch(kind, idx, d, gen)
+        inputs = None if batch.inputs is None else batch.inputs.to(device)
+        loss, parts = model.loss(batch.points.to(device), batch.occ.to(device), inputs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        wall = wall_at_start + time.time() - t_start
+        loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
+        bar.update(1)
+        bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{best_iou:.3f}")
+        if step % 50 == 0:
+            log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr_at(step, cfg))
+        if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
+            v = validate(model, val)
+            log.info("step %d val IoU %.4f at tau %.2f (wall %.1f min)", step, v.iou, v.tau, wall / 60)
+            if v.iou > best_iou:
+                best_iou, best_tau = v.iou, v.tau
+                meta = ModelMeta(
+                    name=name,
+                    kind=kind,
+                    tau=v.tau,
+                    config=cfg.to_dict()["model"],
+                    metrics={
+                        "val_iou": round(v.iou, 4),
+                        "val_iou_by_tau": {str(k): round(x, 4) for k, x in v.iou_by_tau.items()},
+                    },
+                    training={
+                        "steps": step,
+                        "wall_time_min": round(wall / 60, 1),
+                        "batch_size": cfg.train.batch_size,
+                        "query_points": d.query_points,
+                        "data": {"source": d.source, "n_train": d.n_train, "seed": d.seed, "noise": d.noise},
+                        "device": str(device),
+                    },
+                )
+                save_weights(out_dir / "best.safetensors", model, meta)
+            save_state()
+        elif step % cfg.train.checkpoint_every == 0:
+            save_state()
+    save_state()
+    bar.close()
+    log.info(
+        "stopped at step %d, best val IoU %.4f (tau %.2f), wall %.1f min", step, best_iou, best_tau, wall / 60
+    )
+    return out_dir / "best.safetensors"
