@@ -1,0 +1,146 @@
+"""``python -m backend reconstruct INPUT -o OUT``: a mesh from a point cloud, voxel grid or image.
+
+The input kind follows from the file (see ``backend.engine.inputs``); the model defaults to
+the shipped model of that kind. The mesh is written in the input's own frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..engine.types import InputError, MeshResult, ReconstructOptions
+
+STAGE_ORDER = ("encode", "evaluate", "marching_cubes", "simplify", "refine", "normals")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``reconstruct`` and ``sample``."""
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="mesh file to write (.ply, .obj, .stl, .off, .glb)"
+    )
+    p.add_argument(
+        "--model", help="a shipped model name or a .safetensors checkpoint (default: the shipped one)"
+    )
+    p.add_argument("--tau", type=float, help="occupancy threshold in (0, 1) (default: the model's)")
+    p.add_argument(
+        "--resolution", type=int, default=128, help="final grid resolution: 32, 64, 128, 256 or 512"
+    )
+    p.add_argument("--refine", type=int, default=0, metavar="N", help="gradient refinement steps (default 0)")
+    p.add_argument("--simplify", type=int, metavar="F", help="simplify to about F faces")
+    p.add_argument("--normals", action="store_true", help="write vertex normals from the field's gradient")
+    p.add_argument("--seed", type=int, default=0, help="seed for subsampling, sampling and refinement")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--half", action="store_true", help="half precision network evaluation (CUDA only)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--weights-dir", type=Path, help="folder of *.safetensors models (default: the shipped weights)"
+    )
+
+
+def options_from(args: argparse.Namespace) -> ReconstructOptions:
+    return ReconstructOptions(
+        tau=args.tau,
+        resolution=args.resolution,
+        refine_steps=args.refine,
+        simplify_faces=args.simplify,
+        normals=args.normals,
+        keep_field=False,
+        seed=args.seed,
+    )
+
+
+class ProgressBar:
+    """A tqdm bar per stage on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stage: str | None = None
+        self.bar: Any = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            from tqdm import tqdm
+
+            self.stage = stage
+            self.bar = tqdm(
+                total=100, desc=f"{stage:>14}", bar_format="{desc} {bar} {percentage:3.0f}%", leave=False
+            )
+        target = round(100 * fraction)
+        if self.bar is not None and target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_engine(args: argparse.Namespace, call: Callable[[Any, ProgressBar], MeshResult]) -> int:
+    """Build the engine, run ``call(engine, progress)``, write the mesh and report; 2 on bad input."""
+    from ..engine.meshio import check_output_path, write_mesh
+    from ..engine.reconstruct import Reconstructor
+
+    progress = ProgressBar(sys.stderr.isatty())
+    try:
+        output = check_output_path(args.output)
+        engine = Reconstructor(args.device, args.weights_dir, half=args.half, threads=args.threads)
+        result = call(engine, progress)
+        progress.close()
+        write_mesh(output, result.vertices, result.faces, result.normals)
+    except InputError as e:
+        progress.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {output}: {len(result.vertices)} vertices, {len(result.faces)} faces at tau {result.tau:g}")
+    stages = [s for s in STAGE_ORDER if s in result.timings]
+    print("timings: " + ", ".join(f"{s} {result.timings[s]:.3f} s" for s in [*stages, "total"]))
+    return 0
+
+
+def default_model(engine: Any, kind: str) -> str:
+    for info in engine.models():
+        if info.kind == kind:
+            return str(info.name)
+    raise InputError(f"no {kind} model is installed in {engine.weights_dir}; pass --model FILE.safetensors")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "input",
+        type=Path,
+        help="point cloud (.ply .xyz .npy), voxel grid (.npy .binvox) or image (.png .jpg)",
+    )
+    p.add_argument(
+        "--bounds",
+        type=float,
+        nargs=6,
+        metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+        help="corners of a voxel grid in its frame (default: -0.5 .. 0.5 on every axis)",
+    )
+    add_engine_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..engine.inputs import read_observation
+    from ..engine.observation import observation_kind
+
+    def call(engine: Any, progress: ProgressBar) -> MeshResult:
+        if args.output.resolve() == args.input.resolve():
+            raise InputError("the output would overwrite the input; choose another output file")
+        bounds = None if args.bounds is None else np.array(args.bounds, np.float64).reshape(2, 3)
+        observation = read_observation(args.input, bounds)
+        model = args.model or default_model(engine, observation_kind(observation))
+        return engine.reconstruct(model, observation, options_from(args), progress=progress)
+
+    return run_engine(args, call)

@@ -1,0 +1,1 @@
+"""Inference path shared by every front end: observation -> normalised field -> closed mesh."""

@@ -1,0 +1,70 @@
+"""Reading binvox voxel files (the format of the ShapeNet voxelisations the original used).
+
+Layout: a text header (``#binvox 1``, ``dim D H W``, ``translate x y z``, ``scale s``,
+``data``) followed by run-length pairs of bytes (value, count). Voxels run with y fastest,
+then z, then x; the grid spans ``translate`` to ``translate + scale`` on every axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .types import InputError
+
+MAX_DIM = 1024
+
+
+@dataclass
+class Binvox:
+    voxels: np.ndarray  # (X, Y, Z) bool, indexed [x, y, z]
+    bounds: np.ndarray  # (2, 3) float64 min and max corner
+
+
+def read_binvox(path: str | Path) -> Binvox:
+    """Parse a binvox file; InputError naming the problem if it is not a valid one."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    header: dict[str, list[str]] = {}
+    pos = 0
+    for _ in range(16):  # the header is a handful of lines
+        end = raw.find(b"\n", pos)
+        if end < 0:
+            raise InputError(f"{path} is not a binvox file: the header never reaches 'data'")
+        line = raw[pos:end].decode("ascii", "replace").strip()
+        pos = end + 1
+        if not header and not line.startswith("#binvox"):
+            raise InputError(f"{path} is not a binvox file (it does not start with '#binvox')")
+        if line == "data":
+            break
+        key, *rest = line.split()
+        header[key] = rest
+    else:
+        raise InputError(f"{path} is not a binvox file: no 'data' line in its header")
+    try:
+        dims = [int(d) for d in header["dim"]]
+        translate = np.array([float(t) for t in header.get("translate", ["0", "0", "0"])])
+        scale = float(header.get("scale", ["1"])[0])
+    except (KeyError, ValueError) as e:
+        raise InputError(f"{path} has an invalid binvox header ({e})") from None
+    if len(dims) != 3 or min(dims) < 1 or max(dims) > MAX_DIM or translate.shape != (3,):
+        raise InputError(f"{path} has invalid binvox dimensions {header.get('dim')}")
+    if not (np.isfinite(translate).all() and np.isfinite(scale) and scale > 0):
+        raise InputError(f"{path} has an invalid binvox translate/scale")
+    pairs = np.frombuffer(raw[pos:], np.uint8)
+    if len(pairs) % 2:
+        pairs = pairs[:-1]  # a stray trailing byte (some writers add a newline)
+    values, counts = pairs[0::2], pairs[1::2].astype(np.int64)
+    n = int(np.prod(dims))
+    if counts.sum() != n:
+        raise InputError(f"{path} is truncated or corrupt: its data holds {counts.sum()} voxels, not {n}")
+    flat = np.repeat(values > 0, counts)
+    # stored order is x, z, y (y fastest): reorder to [x, y, z]
+    voxels = flat.reshape(dims[0], dims[2], dims[1]).transpose(0, 2, 1)
+    bounds = np.stack([translate, translate + scale])
+    return Binvox(np.ascontiguousarray(voxels), bounds)

@@ -1,0 +1,232 @@
+"""Observations in the user's frame -> model inputs in the normalised unit-cube frame.
+
+The models were trained on objects centred on the origin and scaled so that the longest
+side of their bounding box is 1 (as in the original ONet data). Each observation is
+mapped into that frame, and the ``Frame`` it returns maps the extracted mesh back, so the
+result lands where the input was.
+
+- Points: bounding-box centre to the origin, longest side to 1. Non-finite points are
+  dropped (with a warning); clouds larger than the model's training size are subsampled
+  deterministically.
+- Voxels: the grid's bounds, made cubic around their centre (the shorter sides padded, the
+  aspect kept), become [-0.5, 0.5]^3 and the grid is resampled to 32^3. A voxel of the
+  new grid is occupied when any of its sub-samples falls in an occupied input voxel,
+  like the training data's "the solid touches the voxel" rule. A cubic 32^3 grid maps
+  one to one.
+- Images: RGBA is composited on white, the image is padded to a square with white and
+  resized to the model's input size. An image has no 3D frame of its own: the mesh is
+  returned in the normalised camera frame (x right, y up, looking down -z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .types import InputError, Observation
+
+MIN_POINTS = 10
+VOXEL_RES = 32
+DEFAULT_TRAINING_POINTS = 300
+
+
+@dataclass(frozen=True)
+class Frame:
+    """user = center + scale * unit (a uniform scale, so normals are unchanged)."""
+
+    center: np.ndarray  # (3,) float64
+    scale: float
+
+    @staticmethod
+    def identity() -> Frame:
+        return Frame(np.zeros(3), 1.0)
+
+    def to_user(self, unit: np.ndarray) -> np.ndarray:
+        return (np.asarray(unit, np.float64) * self.scale + self.center).astype(np.float32)
+
+    def to_unit(self, user: np.ndarray) -> np.ndarray:
+        return ((np.asarray(user, np.float64) - self.center) / self.scale).astype(np.float32)
+
+
+@dataclass
+class Prepared:
+    """A model input (batch of one) and the frame that maps the result back."""
+
+    inputs: torch.Tensor | None
+    frame: Frame
+    warnings: list[str]
+
+
+def _as_array(value: object, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name} is not an array: {e}") from None
+    if (
+        arr.dtype == object
+        or np.iscomplexobj(arr)
+        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
+    ):
+        raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def prepare_points(points: object, max_points: int, seed: int = 0) -> Prepared:
+    """(N, 3) points in any frame -> (1, n, 3) float32 in the unit frame, n <= max_points."""
+    arr = _as_array(points, "points")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"points must be an (N, 3) array, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    warnings = []
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        warnings.append(
+            f"dropped {int((~finite).sum())} of {len(arr)} points with NaN or infinite coordinates"
+        )
+        arr = arr[finite]
+    if len(arr) < MIN_POINTS:
+        raise InputError(
+            f"a point cloud needs at least {MIN_POINTS} points with finite coordinates, got {len(arr)}"
+        )
+    lo, hi = arr.min(axis=0), arr.max(axis=0)
+    with np.errstate(over="ignore"):
+        extent = float((hi - lo).max())
+    center = 0.5 * lo + 0.5 * hi
+    if not np.isfinite(extent):
+        raise InputError("the point coordinates are too large to normalise (their extent overflows)")
+    if not extent > 1e-9 * max(1.0, float(np.abs(center).max())):
+        raise InputError("all points lie at one spot: the point cloud has no extent to reconstruct")
+    if len(arr) > max_points:
+        rng = np.random.default_rng(seed)
+        arr = arr[np.sort(rng.choice(len(arr), max_points, replace=False))]
+        warnings.append(f"used {max_points} of the points (the model was trained on {max_points})")
+    frame = Frame(center, extent)
+    unit = frame.to_unit(arr)
+    return Prepared(torch.from_numpy(unit)[None], frame, warnings)
+
+
+def _voxel_bounds(bounds: object | None) -> np.ndarray:
+    if bounds is None:
+        return np.array([[-0.5] * 3, [0.5] * 3])
+    b = _as_array(bounds, "bounds").astype(np.float64)
+    if b.shape != (2, 3):
+        raise InputError(f"bounds must be a (2, 3) array of min and max corners, got shape {b.shape}")
+    if not np.isfinite(b).all():
+        raise InputError("bounds must be finite")
+    if not (b[1] > b[0]).all():
+        raise InputError(f"bounds need max > min on every axis, got min {b[0].tolist()} max {b[1].tolist()}")
+    return b
+
+
+def _occupancy(voxels: object) -> np.ndarray:
+    arr = _as_array(voxels, "voxels")
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise InputError(f"voxels must be a 3D (X, Y, Z) grid, got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr
+    if not np.isfinite(arr).all():
+        raise InputError("the voxel grid holds NaN or infinite values")
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr > 0
+    return arr > 0.5  # float occupancy (probabilities or 0/1)
+
+
+def prepare_voxels(voxels: object, bounds: object | None = None) -> Prepared:
+    """An (X, Y, Z) occupancy grid over ``bounds`` -> (1, 32, 32, 32) float32 in the unit frame."""
+    occ = _occupancy(voxels)
+    b = _voxel_bounds(bounds)
+    warnings = []
+    filled = int(occ.sum())
+    if filled == 0:
+        raise InputError("the voxel grid is empty: no voxel is occupied")
+    if filled == occ.size:
+        warnings.append("every voxel is occupied: the grid shows a solid box filling its bounds")
+    center = 0.5 * b[0] + 0.5 * b[1]
+    with np.errstate(over="ignore"):
+        side = float((b[1] - b[0]).max())
+    if not np.isfinite(side):
+        raise InputError("the bounds are too large (their extent overflows)")
+    frame = Frame(center, side)
+    shape = np.array(occ.shape)
+    if occ.shape == (VOXEL_RES,) * 3 and np.allclose(b[1] - b[0], side):
+        grid = occ  # already the model's grid: no resampling
+    else:
+        grid = _resample(occ, b, frame, shape)
+    return Prepared(torch.from_numpy(grid.astype(np.float32))[None], frame, warnings)
+
+
+def _resample(occ: np.ndarray, bounds: np.ndarray, frame: Frame, shape: np.ndarray) -> np.ndarray:
+    """Any-of-sub-samples resampling of ``occ`` (over ``bounds``) onto the 32^3 unit grid."""
+    # enough sub-samples per target voxel that none of the input voxels it covers is skipped
+    voxel_unit = (bounds[1] - bounds[0]) / shape / frame.scale  # input voxel size in the unit frame
+    per_axis = int(np.clip(np.ceil((1.0 / VOXEL_RES) / voxel_unit.min()) + 1, 3, 16))
+    sub = (np.arange(per_axis) + 0.5) / per_axis  # sub-sample offsets within a target voxel
+    coords = (np.arange(VOXEL_RES)[:, None] + sub[None]).reshape(-1) / VOXEL_RES - 0.5  # unit frame
+    index = []
+    for axis in range(3):
+        user = frame.center[axis] + frame.scale * coords
+        i = np.floor((user - bounds[0, axis]) / (bounds[1, axis] - bounds[0, axis]) * shape[axis]).astype(
+            np.int64
+        )
+        valid = (i >= 0) & (i < shape[axis])
+        index.append((np.clip(i, 0, shape[axis] - 1), valid))
+    (ix, vx), (iy, vy), (iz, vz) = index
+    samples = occ[np.ix_(ix, iy, iz)] & vx[:, None, None] & vy[None, :, None] & vz[None, None, :]
+    samples = samples.reshape(VOXEL_RES, per_axis, VOXEL_RES, per_axis, VOXEL_RES, per_axis)
+    return samples.any(axis=(1, 3, 5))
+
+
+def prepare_image(image: object, size: int) -> Prepared:
+    """An (H, W[, C]) image -> (1, 3, size, size) float32 in [0, 1], RGBA composited on white."""
+    arr = _as_array(image, "image")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
+        raise InputError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+        if arr.dtype != bool and (arr.min() < 0 or arr.max() > 255):
+            raise InputError("an integer image must hold values in 0..255")
+        img = arr.astype(np.float32) / (1.0 if arr.dtype == bool else 255.0)
+    else:
+        img = arr.astype(np.float32)
+        if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
+            raise InputError("a float image must hold finite values in [0, 1]")
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 4:
+        alpha = img[:, :, 3:]
+        img = img[:, :, :3] * alpha + (1.0 - alpha)
+    h, w = img.shape[:2]
+    side = max(h, w)
+    square = np.ones((side, side, 3), np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top : top + h, left : left + w] = img
+    pil = Image.fromarray(np.round(square * 255).astype(np.uint8))
+    if side != size:
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    out = np.asarray(pil, np.float32) / 255.0
+    return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], Frame.identity(), [])
+
+
+def observation_kind(observation: Observation) -> str:
+    """The kind of model an observation is for; InputError unless exactly one input is set."""
+    given = [
+        k
+        for k, v in (
+            ("pointcloud", observation.points),
+            ("voxels", observation.voxels),
+            ("image", observation.image),
+        )
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise InputError(
+            "an observation needs exactly one of points, voxels or image"
+            + (f", got {', '.join(given)}" if given else ", got none")
+        )
+    if observation.bounds is not None and given[0] != "voxels":
+        raise InputError("bounds only apply to a voxel grid")
+    return given[0]

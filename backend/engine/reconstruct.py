@@ -1,0 +1,273 @@
+"""The reconstruction engine every front end uses (command line, serve process, Blender).
+
+    engine = Reconstructor()
+    mesh = engine.reconstruct("pointcloud", Observation(points=pts), ReconstructOptions())
+    finer = engine.extract(mesh.field_id, tau=0.3)   # no new encoding, only new evaluations
+
+Models are loaded once and kept; fields are kept in a bounded cache (see ``cache``).
+Calls are meant to come from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
+from ..models import OccupancyNetwork
+from .cache import CachedField, FieldCache
+from .extract import check_options, check_tau, extract_mesh
+from .field import NetworkField
+from .grid import Grid, check_resolution
+from .lattice import LatticeValues
+from .observation import (
+    DEFAULT_TRAINING_POINTS,
+    Frame,
+    Prepared,
+    observation_kind,
+    prepare_image,
+    prepare_points,
+    prepare_voxels,
+)
+from .types import (
+    CancelFn,
+    Cancelled,
+    InputError,
+    MeshResult,
+    ModelInfo,
+    Observation,
+    ProgressFn,
+    ReconstructOptions,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; any other name must be usable here."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"unknown device {device!r}: {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} was asked for, but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r} was asked for, but MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def _training_points(meta: ModelMeta) -> int:
+    """How many observed points the model was trained with (the point cloud's subsample size)."""
+    data = meta.training.get("data", {}) if isinstance(meta.training, dict) else {}
+    n = data.get("n_points") if isinstance(data, dict) else None
+    return int(n) if isinstance(n, int) and n > 0 else DEFAULT_TRAINING_POINTS
+
+
+class Reconstructor:
+    """Observation -> closed mesh, with cached models and cached fields."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "auto",
+        weights_dir: str | Path | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        half: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        if half and self.device.type != "cuda":
+            raise InputError("half precision needs a CUDA device")
+        self.half = half
+        if weights_dir is not None and not Path(weights_dir).is_dir():
+            raise InputError(f"weights folder not found: {weights_dir}")
+        self.weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        if threads is not None:
+            if threads < 1:
+                raise InputError(f"threads must be at least 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.cache = FieldCache(cache_bytes)
+        self._loaded: dict[str, tuple[OccupancyNetwork, ModelMeta, float]] = {}
+
+    # ---------------------------------------------------------------- models
+    def models(self) -> list[ModelInfo]:
+        """The models in the weights folder (unreadable files are skipped with a log message)."""
+        infos = []
+        for name, path in shipped_models(self.weights_dir).items():
+            try:
+                meta = read_meta(path)
+            except CheckpointError as e:
+                log.warning("skipping %s: %s", path, e)
+                continue
+            infos.append(ModelInfo(name, meta.kind, float(meta.tau), str(path)))
+        return infos
+
+    def _path_of(self, model: str) -> Path:
+        shipped = shipped_models(self.weights_dir)
+        if model in shipped:
+            return shipped[model]
+        path = Path(model)
+        if path.suffix == ".safetensors" or path.is_file():
+            if not path.is_file():
+                raise InputError(f"model file not found: {path}")
+            return path
+        names = ", ".join(shipped) or "none"
+        raise InputError(
+            f"no model named {model!r} (shipped models: {names}); give a name or a .safetensors path"
+        )
+
+    def load(self, model: str) -> tuple[OccupancyNetwork, ModelMeta]:
+        """The model called ``model`` (a shipped name or a checkpoint path), loaded once."""
+        path = self._path_of(model)
+        key = str(path.resolve())
+        mtime = path.stat().st_mtime
+        cached = self._loaded.get(key)
+        if cached is None or cached[2] != mtime:  # a retrained file is reloaded
+            try:
+                net, meta = load_checkpoint(path, self.device)
+            except CheckpointError as e:
+                raise InputError(str(e)) from None
+            for p in net.parameters():
+                p.requires_grad_(False)  # gradients are only ever taken with respect to points
+            cached = (net, meta, mtime)
+            self._loaded[key] = cached
+        return cached[0], cached[1]
+
+    # ---------------------------------------------------------------- requests
+    def reconstruct(
+        self,
+        model: str,
+        observation: Observation,
+        options: ReconstructOptions,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> MeshResult:
+        """Reconstruct a closed mesh from an observation, in the observation's frame."""
+        kind = observation_kind(observation)
+        grid, tau_opt = self._check(options)
+        net, meta = self.load(model)
+        if meta.kind != kind:
+            raise InputError(f"model {model!r} takes {meta.kind} input, but the observation is {kind}")
+        t0 = time.perf_counter()
+        if progress is not None:
+            progress("encode", 0.0)
+        prepared = self._prepare(observation, kind, meta, options)
+        with torch.no_grad():
+            inputs = None if prepared.inputs is None else prepared.inputs.to(self.device)
+            c = net.encode(inputs)
+        field = NetworkField(net, c, None, half=self.half)
+        if progress is not None:
+            progress("encode", 1.0)
+        encode_time = time.perf_counter() - t0
+        return self._first_extraction(
+            field, grid, prepared, meta, model, tau_opt, options, encode_time, progress, cancel
+        )
+
+    def sample(
+        self,
+        model: str,
+        seed: int,
+        options: ReconstructOptions,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> MeshResult:
+        """A new shape from the unconditional model's prior, in the normalised frame."""
+        grid, tau_opt = self._check(options)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        net, meta = self.load(model)
+        if meta.kind != "unconditional" or net.z_dim == 0:
+            raise InputError(f"model {model!r} is a {meta.kind} model; sampling needs an unconditional model")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            z = net.sample_z(1, generator=torch.Generator().manual_seed(seed))
+            c = net.encode(None, batch_size=1)
+        field = NetworkField(net, c, z, half=self.half)
+        prepared = Prepared(None, Frame.identity(), [])
+        encode_time = time.perf_counter() - t0
+        return self._first_extraction(
+            field, grid, prepared, meta, model, tau_opt, options, encode_time, progress, cancel
+        )
+
+    def extract(
+        self, field_id: str, tau: float, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> MeshResult:
+        """The mesh of a cached field at another threshold (KeyError if the field is gone)."""
+        entry = self.cache.get(field_id)
+        tau = check_tau(tau)
+        try:
+            result = extract_mesh(
+                entry.field, entry.values, entry.grid, entry.frame, tau, entry.options, progress, cancel
+            )
+        finally:
+            self.cache.shrink(keep=field_id)  # the store may have grown, even when cancelled
+        result.field_id = field_id
+        result.warnings[:0] = entry.warnings
+        return result
+
+    def release(self, field_id: str | None = None) -> None:
+        """Forget one cached field (KeyError if unknown) or all of them, and free device memory."""
+        self.cache.release(field_id)
+        if field_id is None and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _check(options: ReconstructOptions) -> tuple[Grid, float | None]:
+        check_options(options)
+        grid = Grid(check_resolution(options.resolution))
+        return grid, None if options.tau is None else check_tau(options.tau)
+
+    def _prepare(
+        self, observation: Observation, kind: str, meta: ModelMeta, options: ReconstructOptions
+    ) -> Prepared:
+        if kind == "pointcloud":
+            return prepare_points(observation.points, _training_points(meta), options.seed)
+        if kind == "voxels":
+            return prepare_voxels(observation.voxels, observation.bounds)
+        return prepare_image(observation.image, int(meta.config.get("image_size", 64)))
+
+    def _first_extraction(
+        self,
+        field: NetworkField,
+        grid: Grid,
+        prepared: Prepared,
+        meta: ModelMeta,
+        model: str,
+        tau: float | None,
+        options: ReconstructOptions,
+        encode_time: float,
+        progress: ProgressFn | None,
+        cancel: CancelFn | None,
+    ) -> MeshResult:
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        tau = float(meta.tau) if tau is None else tau
+        values = LatticeValues(grid.resolution + 1)
+        result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel)
+        result.timings = {
+            "encode": encode_time,
+            **result.timings,
+            "total": result.timings["total"] + encode_time,
+        }
+        result.warnings[:0] = prepared.warnings
+        if options.keep_field:
+            entry = CachedField(field, values, grid, prepared.frame, options, model, list(prepared.warnings))
+            result.field_id = self.cache.add(entry)
+            if result.field_id is None:
+                result.warnings.append(
+                    f"the field was not kept for re-extraction: it needs {entry.nbytes / 2**20:.0f} MB, "
+                    f"more than the cache's {self.cache.capacity / 2**20:.0f} MB"
+                )
+        return result
