@@ -1,0 +1,356 @@
+"""The serve process: answers protocol requests from the Blender add-on with a reconstruction engine.
+
+Threads:
+- loader: builds the engine (imports torch, lists models) while the client's ``hello`` is on its
+  way, then sends ``ready``;
+- reader: decodes frames from the wire, answers protocol errors, acts on ``cancel`` and
+  ``shutdown`` at once and queues everything else;
+- worker: runs queued requests on the engine one at a time and streams their progress;
+- the calling thread waits for the end and winds everything down.
+
+The process ends when its input closes (the add-on quit, crashed or was killed), on ``shutdown``,
+when a reply cannot be written (the client is gone), or after a frame error that makes the stream
+unreadable: bad magic, another protocol version, nonzero flags, an oversized header, or a stream
+that ends inside a frame. Every other bad request is answered with an ``error`` and serving goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Protocol
+
+from . import __version__, protocol
+from .engine.types import CancelFn, MeshResult, ModelInfo, Observation, ProgressFn, ReconstructOptions
+from .protocol import FrameError, FrameReader, Message, MessageError
+from .serving.jobs import Job, JobQueue
+from .serving.requests import (
+    RequestError,
+    choose_model,
+    classify,
+    error_message,
+    observation_from_arrays,
+    options_from_fields,
+    result_message,
+)
+
+log = logging.getLogger("backend.serve")
+
+EXIT_OK = 0
+EXIT_ENGINE_UNAVAILABLE = 1
+EXIT_BAD_STREAM = 2
+PROGRESS_INTERVAL_S = 0.05  # progress messages per request are at most this frequent (per stage)
+WORKER_JOIN_S = 5.0  # how long ``shutdown`` waits for a cancelled engine call before leaving anyway
+
+
+class Engine(Protocol):
+    """What the server needs from ``backend.engine.reconstruct.Reconstructor``."""
+
+    def models(self) -> Sequence[ModelInfo]: ...
+
+    def reconstruct(
+        self,
+        model: str,
+        observation: Observation,
+        options: ReconstructOptions,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> MeshResult: ...
+
+    def extract(
+        self, field_id: str, tau: float, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> MeshResult: ...
+
+    def sample(
+        self,
+        model: str,
+        seed: int,
+        options: ReconstructOptions,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> MeshResult: ...
+
+    def release(self, field_id: str | None = None) -> None: ...
+
+
+class _Writable(Protocol):
+    def write(self, data: Any, /) -> int | None: ...
+
+    def flush(self) -> None: ...
+
+
+def reconstructor_loader(
+    device: str, weights_dir: str | None, cache_bytes: int | None = None
+) -> Callable[[], Engine]:
+    """A function that builds the real engine (imports torch when called, not before).
+
+    ``cache_bytes`` None keeps the engine's own default size of the field cache.
+    """
+
+    def load() -> Engine:
+        from .engine.reconstruct import Reconstructor
+
+        if cache_bytes is None:
+            return Reconstructor(device=device, weights_dir=weights_dir)
+        return Reconstructor(device=device, weights_dir=weights_dir, cache_bytes=cache_bytes)
+
+    return load
+
+
+def free_device_cache() -> None:
+    """After running out of memory: hand cached allocator blocks back to the device."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # never import torch just for this
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Server:
+    """Serves one client over a pair of byte streams. ``load_engine`` runs on a background thread.
+
+    ``serve()`` may return while daemon threads still run (the engine import, an engine call):
+    the caller should end the process right after, without waiting for them.
+    """
+
+    def __init__(
+        self,
+        load_engine: Callable[[], Engine],
+        wire_in: Any,
+        wire_out: IO[bytes] | _Writable,
+        *,
+        max_payload_bytes: int = protocol.DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self._load_engine = load_engine
+        self._reader = FrameReader(wire_in, protocol.CLIENT_MESSAGES, max_payload_bytes)
+        self._out = wire_out
+        self._max_payload_bytes = max_payload_bytes
+        self._write_lock = threading.Lock()
+        self._jobs = JobQueue()
+        self._stop = threading.Event()
+        self._exit_code = EXIT_OK
+        self._say_bye = False
+        self._hello = threading.Event()
+        self._engine: Engine | None = None
+        self._models: list[ModelInfo] = []
+        self._engine_ready = threading.Event()
+        self._worker = threading.Thread(target=self._work_loop, name="serve-worker", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def serve(self) -> int:
+        """Run until the conversation ends; returns the process exit status."""
+        started = time.perf_counter()
+        threads = [
+            threading.Thread(target=self._load, args=(started,), name="serve-loader", daemon=True),
+            threading.Thread(target=self._read_loop, name="serve-reader", daemon=True),
+        ]
+        worker = self._worker
+        for t in (*threads, worker):
+            t.start()
+        self._stop.wait()
+        waiting = self._jobs.close()  # also flags the running job as cancelled
+        if self._say_bye:  # an orderly shutdown: answer everything, then say bye
+            for job in waiting:
+                self._send(error_message(job.id, protocol.CANCELLED, "the backend is shutting down"))
+            worker.join(WORKER_JOIN_S)
+            if worker.is_alive():
+                log.warning("the engine did not stop within %.0f s; leaving anyway", WORKER_JOIN_S)
+            self._send(Message("bye"))
+        # Otherwise nobody is listening (input closed, pipe broken) or the stream is lost: the
+        # caller exits the process at once, running engine call included.
+        return self._exit_code
+
+    def _finish(self, code: int = EXIT_OK, bye: bool = False) -> None:
+        if not self._stop.is_set():
+            self._exit_code = code
+            self._say_bye = bye
+            self._stop.set()
+
+    def _load(self, started: float) -> None:
+        try:
+            engine = self._load_engine()
+            models = list(engine.models())
+        except BaseException as e:  # torch missing, bad weights folder, ...: tell the client, then leave
+            log.exception("cannot load the engine")
+            self._hello.wait()
+            text = f"cannot load the reconstruction engine: {type(e).__name__}: {e}"
+            self._send(error_message(None, protocol.ENGINE_UNAVAILABLE, text, fatal=True))
+            self._finish(EXIT_ENGINE_UNAVAILABLE)
+            return
+        self._engine, self._models = engine, models
+        log.info("engine ready in %.2f s: %d model(s)", time.perf_counter() - started, len(models))
+        self._hello.wait()
+        if self._stop.is_set():
+            return
+        ready = {
+            "protocol_version": protocol.PROTOCOL_VERSION,
+            "backend_version": __version__,
+            "device": str(getattr(engine, "device", "unknown")),
+            "models": [{"name": m.name, "kind": m.kind, "tau": m.tau} for m in models],
+            "pid": os.getpid(),
+            "max_payload_bytes": self._max_payload_bytes,
+        }
+        self._send(Message("ready", None, ready))
+        self._engine_ready.set()
+
+    # -- output ------------------------------------------------------------------------------------------
+    def _send(self, message: Message) -> bool:
+        """Write one message; on a broken pipe the client is gone, so the server stops quietly."""
+        try:
+            parts = protocol.encode(message)
+        except (ValueError, MessageError) as e:  # a reply that does not fit the protocol is our bug
+            log.exception("cannot encode a %r reply", message.type)
+            if message.type == "error":
+                return False
+            return self._send(error_message(message.id, protocol.INTERNAL, f"cannot encode the reply: {e}"))
+        try:
+            with self._write_lock:
+                protocol.write_parts(self._out, parts)  # type: ignore[arg-type]
+        except (OSError, ValueError):
+            if not self._stop.is_set():
+                log.info("the client closed its end of the pipe; stopping")
+            self._finish(EXIT_OK)
+            return False
+        return True
+
+    # -- input -------------------------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    message = self._reader.read()
+                except MessageError as e:
+                    log.warning("skipped a frame: %s (%s)", e, e.code)
+                    self._send(error_message(e.request_id, e.code, str(e)))
+                    continue
+                if message is None:
+                    log.info("input closed; stopping")
+                    self._finish(EXIT_OK)
+                    return
+                self._on_message(message)
+        except FrameError as e:
+            log.error("unreadable input stream, exiting: %s", e)
+            self._send(error_message(None, e.code, str(e), fatal=True))
+            self._finish(EXIT_BAD_STREAM)
+        except OSError as e:
+            log.info("input failed (%s); stopping", e)
+            self._finish(EXIT_OK)
+        except BaseException:  # never leave the process without a reader
+            log.exception("reader failed")
+            self._finish(EXIT_BAD_STREAM)
+
+    def _on_message(self, message: Message) -> None:
+        kind = message.type
+        if kind == "hello":
+            theirs = message.fields["protocol_version"]
+            if theirs != protocol.PROTOCOL_VERSION:
+                text = f"client speaks protocol {theirs}, this backend speaks {protocol.PROTOCOL_VERSION}"
+                self._send(error_message(None, protocol.VERSION_MISMATCH, text, fatal=True))
+                self._finish(EXIT_BAD_STREAM)
+                return
+            log.info("client %r says hello (protocol %d)", message.fields.get("client", ""), theirs)
+            self._hello.set()
+        elif kind == "shutdown":
+            self._finish(EXIT_OK, bye=True)
+        elif not self._hello.is_set():
+            self._send(error_message(message.id, protocol.HANDSHAKE_REQUIRED, "send 'hello' first"))
+        elif kind == "cancel":
+            assert message.id is not None
+            waiting = self._jobs.cancel(message.id)
+            if waiting is not None:
+                self._send(error_message(waiting.id, protocol.CANCELLED, "cancelled before it started"))
+        elif message.id is not None and self._jobs.in_flight(message.id):
+            # Not answered under that id: the reply would be taken for the request that owns it.
+            text = f"'{kind}' reuses id {message.id} of a request in flight; ignored"
+            self._send(error_message(None, protocol.BAD_MESSAGE, text))
+        else:
+            for old in self._jobs.put(Job(message)):
+                text = f"superseded by extract request {message.id} of the same field"
+                self._send(error_message(old.id, protocol.SUPERSEDED, text))
+
+    # -- work --------------------------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while not self._engine_ready.is_set():  # requests queue up while the engine loads
+            if self._stop.wait(0.05):
+                return
+        while (job := self._jobs.take()) is not None:
+            try:
+                reply = self._run(job)
+            except Exception as e:  # every failure becomes an answer; the worker goes on
+                code, text = classify(e)
+                if code == protocol.INTERNAL:
+                    log.exception("request %d (%s) failed", job.id, job.type)
+                else:
+                    log.info("request %d (%s): %s", job.id, job.type, text)
+                if code == protocol.OUT_OF_MEMORY:
+                    free_device_cache()
+                reply = error_message(job.id, code, text)
+            finally:
+                self._jobs.done(job)
+            self._send(reply)
+
+    def _run(self, job: Job) -> Message:
+        engine = self._engine
+        assert engine is not None
+        fields, started = job.message.fields, time.perf_counter()
+        progress, cancel = self._progress_for(job), job.cancelled.is_set
+        if job.type == "reconstruct":
+            model = choose_model(self._models, fields.get("model"), fields.get("kind"))
+            observation = observation_from_arrays(model.kind, job.message.arrays)
+            options = options_from_fields(fields.get("options", {}))
+            mesh = engine.reconstruct(model.name, observation, options, progress=progress, cancel=cancel)
+        elif job.type == "sample":
+            model = choose_model(self._models, fields.get("model"), "unconditional")
+            options = options_from_fields(fields.get("options", {}))
+            seed = int(fields.get("seed", options.seed))
+            mesh = engine.sample(model.name, seed, options, progress=progress, cancel=cancel)
+        elif job.type == "extract":
+            mesh = self._extract(engine, fields["field_id"], float(fields["tau"]), progress, cancel)
+        elif job.type == "release":
+            return self._release(engine, job.id, fields.get("field_id"))
+        elif job.type == "echo":
+            return Message("echo", job.id, {"data": fields.get("data")}, job.message.arrays)
+        else:  # the reader only queues the types above
+            raise RequestError(protocol.UNKNOWN_MESSAGE, f"cannot run {job.type!r}")
+        log.info("request %d (%s) done in %.3f s", job.id, job.type, time.perf_counter() - started)
+        return result_message(job.id, mesh)
+
+    def _extract(
+        self, engine: Engine, field_id: str, tau: float, progress: ProgressFn, cancel: CancelFn
+    ) -> MeshResult:
+        try:
+            return engine.extract(field_id, tau, progress=progress, cancel=cancel)
+        except KeyError as e:
+            if e.args != (field_id,):  # some other lookup failed inside the engine
+                raise
+            raise RequestError(
+                protocol.UNKNOWN_FIELD, f"no cached field {field_id!r} (released, evicted or never made)"
+            ) from None
+
+    def _release(self, engine: Engine, request_id: int, field_id: str | None) -> Message:
+        try:
+            engine.release(field_id)  # releasing everything also empties the device's cache
+        except KeyError as e:
+            if e.args != (field_id,):
+                raise
+            raise RequestError(protocol.UNKNOWN_FIELD, f"no cached field {field_id!r}") from None
+        return Message("released", request_id, {"field_id": field_id})
+
+    def _progress_for(self, job: Job) -> ProgressFn:
+        """A progress callback that streams to the client, at most every PROGRESS_INTERVAL_S per stage."""
+        last: dict[str, Any] = {"stage": None, "at": 0.0}
+
+        def progress(stage: str, fraction: float) -> None:
+            now = time.perf_counter()
+            new_stage = stage != last["stage"]
+            if not (new_stage or fraction >= 1.0 or now - last["at"] >= PROGRESS_INTERVAL_S):
+                return
+            last["stage"], last["at"] = stage, now
+            fraction = min(max(float(fraction), 0.0), 1.0)
+            self._send(Message("progress", job.id, {"stage": str(stage), "fraction": fraction}))
+
+        return progress

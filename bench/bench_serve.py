@@ -1,0 +1,188 @@
+"""Cost of the serve process: start-up to ready, extract over the pipe, echo, cancel latency.
+
+Every number is compared with a baseline measured in the same run:
+- an ``extract`` over the pipe against the same extract called in-process on the same engine;
+- the extract's overhead against an ``echo`` carrying the same mesh arrays (both ways);
+- start-up to ready against a fresh interpreter importing torch.
+
+    python bench/bench_serve.py                       # tiny random models in a temporary folder
+    python bench/bench_serve.py --weights-dir backend/weights --model pointcloud
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backend import protocol  # noqa: E402
+from backend.protocol import BackendProcess  # noqa: E402
+from occupancy_addon.backend_process import backend_command, backend_environment  # noqa: E402
+
+MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+def tiny_weights(folder: Path) -> str:
+    """A randomly initialised point-cloud model (the bench measures transport, not quality)."""
+    import torch
+
+    from backend.checkpoint import ModelMeta, save_weights
+    from backend.config import ModelConfig
+    from backend.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="pointcloud", hidden=32, n_blocks=2, c_dim=32, encoder_hidden=32)
+    save_weights(
+        folder / "bench_points.safetensors",
+        build_model(cfg),
+        ModelMeta("bench_points", "pointcloud", 0.5, vars(cfg)),
+    )
+    return "bench_points"
+
+
+def sphere_points(n: int = 300) -> np.ndarray:
+    p = np.random.default_rng(0).normal(size=(n, 3))
+    return (0.4 * p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+
+
+def median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def spawn(weights: Path, env: dict[str, str]) -> tuple[BackendProcess, float]:
+    argv = backend_command(Path(sys.executable), ["serve", "--weights-dir", str(weights), "--device", "cpu"])
+    start = time.perf_counter()
+    client = BackendProcess(argv, cwd=REPO, env=env)
+    client.wait_ready(120)
+    return client, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights-dir", type=Path, help="model folder (default: a tiny random model)")
+    parser.add_argument("--model", help="model name in --weights-dir")
+    parser.add_argument("--faces", type=int, default=50_000, help="aim for meshes of about this many faces")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    env = {**backend_environment(REPO, os.environ), **MALLOC}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = args.weights_dir or Path(tmp)
+        model = args.model or (tiny_weights(weights) if args.weights_dir is None else None)
+
+        # -- start-up -------------------------------------------------------------------------------------
+        bare = []  # time until a fresh interpreter has imported torch (its exit is not counted)
+        for _ in range(3):
+            start = time.perf_counter()
+            probe = subprocess.Popen(
+                [sys.executable, "-c", "import torch; print('imported', flush=True)"],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert probe.stdout is not None and probe.stdout.readline().strip() == "imported"
+            bare.append(time.perf_counter() - start)
+            probe.wait()
+        startups = []
+        for _ in range(3):
+            client, seconds = spawn(weights, env)
+            startups.append(seconds)
+            client.close()
+        up, torch_only = statistics.median(startups), statistics.median(bare)
+        print(
+            f"start-up to ready      {up:6.2f} s   "
+            f"(a fresh python importing torch: {torch_only:.2f} s, ratio {up / torch_only:.2f})"
+        )
+
+        # -- a field whose mesh has about --faces faces ---------------------------------------------------
+        client, _ = spawn(weights, env)
+        ready_models = client.wait_ready().fields["models"]
+        model = model or ready_models[0]["name"]
+        obs = sphere_points()
+        result = None
+        for resolution in (64, 128, 256):
+            options = {"resolution": resolution}
+            result = client.reconstruct(model=model, points=obs, options=options).wait(600)
+            if len(result.arrays["faces"]) >= 0.8 * args.faces:
+                break
+        assert result is not None
+        field_id, tau = result.fields["field_id"], result.fields["tau"]
+        taus = [tau * 0.9, tau * 1.1]
+        n_faces = len(client.extract(field_id, taus[0]).wait(60).arrays["faces"])
+        mib = (len(result.arrays["vertices"]) * 12 + len(result.arrays["faces"]) * 12) / 2**20
+        print(f"mesh                   {n_faces} faces at resolution {resolution} ({mib:.2f} MiB of arrays)")
+
+        # -- extract: in-process vs over the pipe ---------------------------------------------------------
+        from backend.engine.reconstruct import Reconstructor
+        from backend.engine.types import Observation, ReconstructOptions
+
+        engine = Reconstructor(device="cpu", weights_dir=str(weights))
+        local = engine.reconstruct(model, Observation(points=obs), ReconstructOptions(resolution=resolution))
+        assert local.field_id is not None
+        local_id: str = local.field_id
+        # Interleaved pairs, so that load from other processes hits both sides alike.
+        local_ms, pipe_ms = [], []
+        for i in range(args.repeats):
+            tau_i = taus[i % 2]
+            local_ms.append(median_ms(lambda t=tau_i: engine.extract(local_id, t), 1))
+            pipe_ms.append(median_ms(lambda t=tau_i: client.extract(field_id, t).wait(60), 1))
+        engine.release()
+        in_process, over_pipe = statistics.median(local_ms), statistics.median(pipe_ms)
+        overhead = statistics.median(p - q for p, q in zip(pipe_ms, local_ms, strict=True))
+        echo_arrays = {"vertices": result.arrays["vertices"], "faces": result.arrays["faces"]}
+        echo = median_ms(lambda: client.echo(None, echo_arrays).wait(60), args.repeats)
+        empty_echo = median_ms(lambda: client.echo(None).wait(60), args.repeats)
+        print(f"extract in-process     {in_process:7.2f} ms")
+        print(
+            f"extract over the pipe  {over_pipe:7.2f} ms   overhead {overhead:+.2f} ms "
+            f"(median of pairs; ratio {over_pipe / in_process:.2f})"
+        )
+        print(f"echo, same arrays      {echo:7.2f} ms   (payload both ways; empty echo {empty_echo:.2f} ms)")
+
+        # -- cancel latency during MISE -------------------------------------------------------------------
+        latencies = []
+        for _ in range(3):
+            pending = client.reconstruct(model=model, points=obs, options={"resolution": 512})
+            while pending.progress is None or pending.progress[0] != "evaluate":
+                time.sleep(0.005)
+            time.sleep(0.2)
+            start = time.perf_counter()
+            pending.cancel()
+            try:
+                pending.wait(60)
+            except protocol.BackendError as e:
+                assert e.code == protocol.CANCELLED, e
+            latencies.append(time.perf_counter() - start)
+        print(
+            f"cancel during MISE     {1000 * statistics.median(latencies):7.1f} ms  (median of 3; "
+            f"empty echo {empty_echo:.2f} ms)"
+        )
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

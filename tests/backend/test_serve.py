@@ -1,0 +1,597 @@
+"""``python -m backend serve`` driven through real pipes, with the real engine and tiny models.
+
+The backend is started exactly as the add-on starts it (``backend_command`` and
+``backend_environment``), and spoken to with the client in ``backend.protocol``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backend import protocol
+from backend.protocol import BackendError, BackendProcess, FrameReader, Message
+from occupancy_addon.backend_process import backend_command, backend_environment
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_PAYLOAD_MB = 2.0
+MALLOC = {  # large allocations are slow on the test machine without these
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+@pytest.fixture(scope="session")
+def weights_dir(engine_weights: Path) -> Path:
+    """Tiny randomised models of every kind (see conftest.py): points, voxels, image, prior."""
+    return engine_weights
+
+
+def serve_argv(weights: Path, *extra: str) -> list[str]:
+    return backend_command(
+        Path(sys.executable), ["serve", "--weights-dir", str(weights), "--device", "cpu", *extra]
+    )
+
+
+def serve_env() -> dict[str, str]:
+    return {**backend_environment(REPO, os.environ), **MALLOC}
+
+
+def start(weights: Path, *extra: str) -> BackendProcess:
+    client = BackendProcess(serve_argv(weights, *extra), cwd=REPO, env=serve_env(), client_name="tests")
+    client.wait_ready(60)
+    return client
+
+
+@pytest.fixture(scope="module")
+def backend(weights_dir: Path) -> Iterator[BackendProcess]:
+    client = start(weights_dir, "--max-payload-mb", str(MAX_PAYLOAD_MB), "--cache-mb", "64")
+    yield client
+    assert client.close() == 0
+
+
+def points(n: int = 300, seed: int = 0) -> np.ndarray:
+    """Noisy samples of a sphere of radius 0.4."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n, 3))
+    return (0.4 * p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fail(pending: protocol.Pending, timeout: float = 60) -> BackendError:
+    with pytest.raises(BackendError) as caught:
+        pending.wait(timeout)
+    return caught.value
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def wait_gone(process: subprocess.Popen[bytes] | int, timeout: float = 20) -> None:
+    """Wait until a child exits (Popen) or any process id disappears."""
+    if isinstance(process, subprocess.Popen):
+        process.wait(timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(process, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {process} still runs after {timeout} s")
+
+
+class RawPipe:
+    """The serve process on plain pipes, for conversations the client would never hold."""
+
+    def __init__(self, weights: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            serve_argv(weights, *extra),
+            cwd=REPO,
+            env=serve_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin = self.proc.stdin
+        self.reader = FrameReader(self.proc.stdout, protocol.BACKEND_MESSAGES)
+
+    def send(self, data: bytes | Message) -> None:
+        self.stdin.write(data if isinstance(data, bytes) else protocol.frame_bytes(data))
+
+    def hello(self) -> Message:
+        self.send(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION, "client": "tests"}))
+        return self.read("ready")
+
+    def read(self, kind: str | None = None) -> Message:
+        while True:
+            message = self.reader.read()
+            assert message is not None, "backend closed its output"
+            if message.type != "progress" and (kind is None or message.type == kind):
+                return message
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        """Close the input, wait for the exit: (status, stderr)."""
+        if not self.stdin.closed:
+            self.stdin.close()
+        self.proc.wait(timeout)  # its log is short: the stderr pipe cannot fill up and block it
+        assert self.proc.stderr is not None
+        return self.proc.returncode, self.proc.stderr.read().decode()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Happy path
+
+
+def test_ready_lists_the_models_with_their_kinds(backend: BackendProcess) -> None:
+    ready = backend.wait_ready()
+    assert ready.fields["protocol_version"] == protocol.PROTOCOL_VERSION
+    assert ready.fields["pid"] == backend.pid
+    assert ready.fields["device"] == "cpu"
+    assert ready.fields["max_payload_bytes"] == int(MAX_PAYLOAD_MB * 2**20)
+    models = {m["name"]: (m["kind"], m["tau"]) for m in ready.fields["models"]}
+    assert models == {
+        "points": ("pointcloud", 0.5),
+        "voxels": ("voxels", 0.5),
+        "image": ("image", 0.5),
+        "prior": ("unconditional", 0.5),
+    }
+
+
+def test_reconstruct_streams_progress_then_extract_and_release(backend: BackendProcess) -> None:
+    stages: list[tuple[str, float]] = []
+    pending = backend.reconstruct(
+        kind="pointcloud",
+        points=points(),
+        options={"resolution": 32, "normals": True},
+        on_progress=lambda s, f: stages.append((s, f)),
+    )
+    result = pending.wait(60)
+    assert result.type == "result" and result.id == pending.id
+    vertices, faces = result.arrays["vertices"], result.arrays["faces"]
+    assert vertices.dtype == np.float32 and vertices.shape[1] == 3
+    assert faces.dtype == np.int32 and faces.shape[1] == 3
+    assert len(faces) > 0 and faces.min() >= 0 and faces.max() < len(vertices)
+    assert result.arrays["normals"].shape == vertices.shape
+    assert result.fields["tau"] == 0.5
+    assert {"evaluate"} <= {stage for stage, _ in stages}
+    assert all(0.0 <= f <= 1.0 for _, f in stages)
+    field_id = result.fields["field_id"]
+    assert isinstance(field_id, str)
+
+    other = backend.extract(field_id, 0.3).wait(60)
+    assert other.fields["tau"] == pytest.approx(0.3) and other.fields["field_id"] == field_id
+
+    nothing = backend.extract(field_id, 0.999).wait(60)  # no surface that high: an empty mesh
+    assert nothing.arrays["faces"].shape == (0, 3) and "empty mesh" in nothing.fields["warnings"][0]
+
+    assert backend.release(field_id).wait(10).fields["field_id"] == field_id
+    assert fail(backend.extract(field_id, 0.4)).code == protocol.UNKNOWN_FIELD
+
+
+def test_voxels_with_bounds_an_image_and_unconditional_sampling(backend: BackendProcess) -> None:
+    grid = np.zeros((32, 32, 32), bool)
+    grid[8:24, 8:24, 8:24] = True
+    bounds = np.array([[-1, -1, -1], [1, 1, 1]], np.float32)
+    voxels = backend.reconstruct(model="voxels", voxels=grid, bounds=bounds, options={"resolution": 32})
+    assert voxels.wait(60).arrays["vertices"].dtype == np.float32
+    image = np.full((32, 32, 4), 255, np.uint8)
+    image[8:24, 8:24, :3] = 40
+    from_image = backend.reconstruct(kind="image", image=image, options={"resolution": 32}).wait(60)
+    assert from_image.arrays["vertices"].shape[1] == 3
+    sampled = backend.sample(seed=3, options={"resolution": 32}).wait(60)
+    assert sampled.arrays["faces"].dtype == np.int32 and sampled.fields["field_id"] is not None
+
+
+def test_echo_returns_data_and_arrays_unchanged(backend: BackendProcess) -> None:
+    a = np.arange(12, dtype=np.float64).reshape(3, 4)
+    reply = backend.echo({"k": [1, 2]}, {"a": a}).wait(10)
+    assert reply.fields["data"] == {"k": [1, 2]}
+    np.testing.assert_array_equal(reply.arrays["a"], a)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors answered for one request; the process keeps serving
+
+
+@pytest.mark.parametrize(
+    ("request_args", "code", "text"),
+    [
+        ({"model": "nope", "points": points()}, protocol.UNKNOWN_MODEL, "no model named 'nope'"),
+        ({"kind": "sketch", "points": points()}, protocol.UNKNOWN_MODEL, "no sketch model"),
+        (
+            {"model": "points", "kind": "voxels", "points": points()},
+            protocol.BAD_INPUT,
+            "takes pointcloud",
+        ),
+        (
+            {"kind": "pointcloud", "voxels": np.zeros((4, 4, 4), bool)},
+            protocol.BAD_INPUT,
+            "needs the array 'points'",
+        ),
+        ({"points": points()}, protocol.BAD_MESSAGE, "give a 'model' name or a 'kind'"),
+        (
+            {"kind": "pointcloud", "points": points(), "options": {"colour": 1}},
+            protocol.BAD_MESSAGE,
+            "colour",
+        ),
+        (
+            {"kind": "pointcloud", "points": points(), "options": {"resolution": "high"}},
+            protocol.BAD_MESSAGE,
+            "option 'resolution' must be int",
+        ),
+        (
+            {"kind": "pointcloud", "points": np.full((10, 3), np.nan, np.float32)},
+            protocol.BAD_INPUT,
+            "",
+        ),
+        (
+            {"kind": "pointcloud", "points": points(), "options": {"resolution": 33}},
+            protocol.BAD_INPUT,
+            "resolution",
+        ),
+    ],
+)
+def test_bad_requests_are_answered_and_serving_goes_on(
+    backend: BackendProcess, request_args: dict[str, Any], code: str, text: str
+) -> None:
+    error = fail(backend.reconstruct(**request_args))
+    assert error.code == code and text in error.message
+    assert backend.echo("still here").wait(10).fields["data"] == "still here"
+
+
+def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProcess) -> None:
+    def frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+        text = json.dumps(header).encode()
+        return (
+            struct.pack("<4sHHIQ", protocol.MAGIC, protocol.PROTOCOL_VERSION, 0, len(text), len(payload))
+            + text
+            + payload
+        )
+
+    big = int(MAX_PAYLOAD_MB * 2**20) + 8
+    cases = [
+        (
+            frame({"type": "reconstruct", "id": 900, "kind": "pointcloud"}, b"")[:-2] + b"!}",
+            protocol.BAD_MESSAGE,
+        ),
+        (frame({"type": "teleport", "id": 901}), protocol.UNKNOWN_MESSAGE),
+        (
+            frame({"type": "extract", "id": 902, "field_id": "x", "tau": 0.5, "speed": 1}),
+            protocol.BAD_MESSAGE,
+        ),
+        (
+            frame(
+                {
+                    "type": "reconstruct",
+                    "id": 903,
+                    "arrays": [{"name": "points", "dtype": "int32", "shape": [4, 3]}],
+                },
+                bytes(48),
+            ),
+            protocol.BAD_ARRAY,
+        ),
+        (
+            frame(
+                {
+                    "type": "reconstruct",
+                    "id": 904,
+                    "arrays": [{"name": "points", "dtype": "float32", "shape": [4, 2]}],
+                },
+                bytes(32),
+            ),
+            protocol.BAD_ARRAY,
+        ),
+        (
+            frame(
+                {"type": "echo", "id": 905, "arrays": [{"name": "a", "dtype": "float32", "shape": [100]}]},
+                bytes(40),
+            ),
+            protocol.BAD_ARRAY,
+        ),
+        (
+            frame(
+                {"type": "echo", "id": 906, "arrays": [{"name": "a", "dtype": "uint8", "shape": [big]}]},
+                bytes(big),
+            ),
+            protocol.PAYLOAD_TOO_LARGE,
+        ),
+    ]
+    before = len(backend.errors)
+    for data, _ in cases:
+        backend.send_raw(data)
+    assert backend.echo("after").wait(30).fields["data"] == "after"
+    got = backend.errors[before:]
+    assert [e.code for e in got] == [code for _, code in cases]
+    assert [e.request_id for e in got[1:]] == [901, 902, 903, 904, 905, 906]
+
+
+def test_a_reused_id_and_an_unknown_field_are_errors(backend: BackendProcess) -> None:
+    assert fail(backend.extract("no-such-field", 0.5)).code == protocol.UNKNOWN_FIELD
+    assert fail(backend.release("no-such-field")).code == protocol.UNKNOWN_FIELD
+    slow = backend.reconstruct(kind="pointcloud", points=points(), options={"resolution": 512})
+    twin = Message("echo", slow.id, {"data": None})
+    backend.send_raw(protocol.frame_bytes(twin))
+    backend.cancel(slow.id)
+    assert fail(slow).code == protocol.CANCELLED
+    assert (
+        backend.errors[-1].code == protocol.BAD_MESSAGE
+        and f"reuses id {slow.id}" in backend.errors[-1].message
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cancel and supersede
+
+
+def test_cancel_during_mise_stops_the_work(backend: BackendProcess) -> None:
+    evaluating = []
+    pending = backend.reconstruct(
+        kind="pointcloud",
+        points=points(),
+        options={"resolution": 512},
+        on_progress=lambda stage, f: evaluating.append(stage == "evaluate"),
+    )
+    deadline = time.monotonic() + 60
+    while not any(evaluating) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(evaluating), "no evaluate progress arrived"
+    pending.cancel()
+    error = fail(pending, timeout=30)
+    assert error.code == protocol.CANCELLED
+    assert backend.echo(1).wait(10).fields["data"] == 1
+
+
+def test_a_newer_extract_supersedes_waiting_ones(backend: BackendProcess) -> None:
+    first = backend.reconstruct(kind="pointcloud", points=points(), options={"resolution": 32}).wait(60)
+    field = first.fields["field_id"]
+    blocker = backend.reconstruct(kind="pointcloud", points=points(seed=1), options={"resolution": 512})
+    extracts = [backend.extract(field, tau) for tau in (0.2, 0.3, 0.4, 0.6)]  # a dragged slider
+    other_field = backend.extract("another-field", 0.5)  # another field's extract is not superseded
+    queued_echo = backend.echo("never runs")
+    queued_echo.cancel()  # cancelling a waiting request answers it at once
+    blocker.cancel()
+    assert fail(blocker).code == protocol.CANCELLED
+    for older, newer in itertools.pairwise(extracts):
+        error = fail(older)
+        assert error.code == protocol.SUPERSEDED and f"request {newer.id} " in error.message
+    assert extracts[-1].wait(60).fields["tau"] == pytest.approx(0.6)
+    assert fail(other_field).code == protocol.UNKNOWN_FIELD
+    assert fail(queued_echo).code == protocol.CANCELLED and "before it started" in fail(queued_echo).message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory
+
+
+def test_memory_stays_flat_over_100_requests(backend: BackendProcess) -> None:
+    """RSS may grow while allocator pools warm up, then must stop growing.
+
+    A leak of the 1.5 MiB each echo carries both ways would add more than 30 MiB over the
+    second half; a leak of the meshes or cached fields would show as steady growth too.
+    """
+    payload = np.ones(3 * 2**17, np.float32)  # 1.5 MiB, under the payload limit
+
+    def round_of_requests(i: int) -> int:
+        result = backend.reconstruct(kind="pointcloud", points=points(seed=i), options={"resolution": 32})
+        backend.extract(result.wait(60).fields["field_id"], 0.4).wait(60)
+        assert backend.echo(None, {"a": payload}).wait(60).arrays["a"].nbytes == payload.nbytes
+        backend.release(result.wait().fields["field_id"]).wait(60)
+        return rss_kib(backend.pid)
+
+    for i in range(10):  # warm-up
+        round_of_requests(i)
+    rss = [round_of_requests(100 + i) for i in range(25)]  # 4 requests each: 100 requests
+    late_growth_mib = (rss[-1] - rss[len(rss) // 2]) / 1024
+    assert late_growth_mib < 8, f"RSS still grows: {[r // 1024 for r in rss]} MiB"
+
+
+def test_release_of_everything_frees_cached_fields(backend: BackendProcess) -> None:
+    ids = [
+        backend.reconstruct(kind="pointcloud", points=points(seed=i), options={"resolution": 32}).wait(60)
+        for i in range(3)
+    ]
+    assert backend.release(None).wait(10).fields["field_id"] is None
+    for result in ids:
+        assert fail(backend.extract(result.fields["field_id"], 0.5)).code == protocol.UNKNOWN_FIELD
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="caps the address space with Linux prlimit")
+def test_out_of_memory_is_reported_and_serving_goes_on(weights_dir: Path) -> None:
+    """A real allocation failure, by capping the process's address space from outside."""
+    import resource
+
+    env = backend_environment(REPO, os.environ)  # plain malloc: its padding would hide the cap
+    client = BackendProcess(serve_argv(weights_dir, "--max-payload-mb", "256"), cwd=REPO, env=env)
+    try:
+        client.wait_ready(60)
+        client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 32}).wait(60)
+        status = Path(f"/proc/{client.pid}/status").read_text().splitlines()
+        vm_bytes = 1024 * int(next(line for line in status if line.startswith("VmSize:")).split()[1])
+        cap = vm_bytes + 20 * 2**20  # far too little for a 256^3 reconstruction or a 64 MiB array
+        soft, hard = resource.prlimit(client.pid, resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+
+        in_engine = fail(client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 256}))
+        assert in_engine.code == protocol.OUT_OF_MEMORY
+        in_reader = fail(client.echo(None, {"big": np.ones(2**24, np.float32)}))
+        assert in_reader.code == protocol.OUT_OF_MEMORY and "'big'" in in_reader.message
+
+        resource.prlimit(client.pid, resource.RLIMIT_AS, (soft, hard))
+        again = client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 32}).wait(60)
+        assert again.arrays["faces"].dtype == np.int32
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lifecycle and broken streams
+
+
+def test_startup_handshake_is_required_and_version_checked(weights_dir: Path) -> None:
+    raw = RawPipe(weights_dir)
+    raw.send(Message("echo", 1, {"data": None}))
+    early = raw.read("error")
+    assert early.fields["code"] == protocol.HANDSHAKE_REQUIRED and early.id == 1
+    raw.send(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION + 1}))
+    refused = raw.read("error")
+    assert refused.fields["code"] == protocol.VERSION_MISMATCH and refused.fields["fatal"] is True
+    status, err = raw.finish()
+    assert status == 2 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "log"),
+    [
+        (b"\x00" * 64, protocol.BAD_FRAME, "bad frame magic"),
+        (
+            struct.pack("<4sHHIQ", protocol.MAGIC, 99, 0, 2, 0) + b"{}",
+            protocol.VERSION_MISMATCH,
+            "version 99",
+        ),
+        (struct.pack("<4sHHIQ", protocol.MAGIC, 1, 0, 2**30, 0), protocol.BAD_FRAME, "header size"),
+    ],
+    ids=["bad magic", "other version", "huge header"],
+)
+def test_an_unreadable_stream_is_answered_then_the_process_exits(
+    weights_dir: Path, data: bytes, code: str, log: str
+) -> None:
+    raw = RawPipe(weights_dir)
+    raw.send(data)  # before the handshake: the reader checks every frame from the first byte on
+    error = raw.read("error")
+    assert error.fields["code"] == code and error.fields["fatal"] is True
+    status, err = raw.finish()
+    assert status == 2 and log in err and "Traceback" not in err
+
+
+def test_random_bytes_at_the_process_never_hang_it(weights_dir: Path) -> None:
+    """Junk inside a sound frame is answered; junk instead of a frame ends the process cleanly."""
+    rng = np.random.default_rng(7)
+    raw = RawPipe(weights_dir)
+    raw.hello()
+    for _ in range(20):
+        junk = rng.bytes(int(rng.integers(1, 300)))
+        raw.send(struct.pack("<4sHHIQ", protocol.MAGIC, 1, 0, len(junk), 0) + junk)
+        assert raw.read("error").fields["code"] in (
+            protocol.BAD_MESSAGE,
+            protocol.UNKNOWN_MESSAGE,
+            protocol.BAD_ARRAY,
+        )
+    raw.send(Message("echo", 5, {"data": "alive"}))
+    assert raw.read("echo").fields["data"] == "alive"
+    raw.send(rng.bytes(5000))
+    assert raw.read("error").fields["fatal"] is True
+    status, _ = raw.finish()
+    assert status == 2
+
+
+def test_shutdown_says_bye_and_exits_zero_with_the_log_in_its_file(weights_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    raw = RawPipe(weights_dir, "--log-file", str(log))
+    raw.hello()
+    raw.send(Message("shutdown"))
+    assert raw.read().type == "bye"
+    assert raw.reader.read() is None
+    status, err = raw.finish()
+    assert status == 0 and err == ""
+    assert "engine ready" in log.read_text() and "'tests' says hello" in log.read_text()
+
+
+def test_a_client_that_vanishes_mid_request_does_not_wedge_the_process(weights_dir: Path) -> None:
+    raw = RawPipe(weights_dir)
+    raw.hello()
+    raw.send(
+        Message(
+            "reconstruct", 1, {"kind": "pointcloud", "options": {"resolution": 256}}, {"points": points()}
+        )
+    )
+    assert raw.reader.read() is not None  # the first progress message: work has started
+    assert raw.proc.stdout is not None
+    raw.proc.stdout.close()  # the next progress write hits a broken pipe; stdin stays open
+    raw.proc.wait(30)
+    status, err = raw.finish()
+    assert status == 0 and "closed its end of the pipe" in err and "Traceback" not in err
+
+
+PARENT = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from backend.protocol import BackendProcess
+    client = BackendProcess(sys.argv[1:])
+    client.wait_ready(60)
+    points = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
+    busy = client.reconstruct(kind="pointcloud", points=points, options={"resolution": 512})
+    while busy.progress is None:
+        time.sleep(0.01)
+    print(client.pid, flush=True)  # the backend is now inside the engine
+    time.sleep(600)
+    """
+)
+
+
+def test_the_backend_exits_when_its_parent_is_killed_mid_request(weights_dir: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, *serve_argv(weights_dir)],
+        cwd=REPO,
+        env=serve_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(10)
+    wait_gone(child)
+
+
+def test_stray_prints_cannot_reach_the_wire() -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from backend.serving.stdio import claim_stdio
+        wire_in, wire_out = claim_stdio()
+        print("stray print")
+        os.write(1, b"stray C-level write\\n")
+        assert sys.stdin.read() == ""
+        wire_out.write(wire_in.read())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=serve_env(),
+        input=b"frame bytes",
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"frame bytes"
+    assert b"stray print" in done.stderr and b"stray C-level write" in done.stderr
+
+
+def test_an_engine_that_cannot_load_is_reported_at_the_handshake(tmp_path: Path) -> None:
+    client = BackendProcess(serve_argv(tmp_path / "missing"), cwd=REPO, env=serve_env())
+    with pytest.raises(BackendError) as caught:
+        client.wait_ready(60)
+    assert caught.value.code == protocol.ENGINE_UNAVAILABLE and "missing" in caught.value.message
+    assert client.close() == 1
