@@ -172,7 +172,14 @@ def train(cfg: Config, name: str, minutes: float | None = None, data_dir: Path =
                         "wall_time_min": round(wall / 60, 1),
                         "batch_size": cfg.train.batch_size,
                         "query_points": d.query_points,
-                        "data": {"source": d.source, "n_train": d.n_train, "seed": d.seed, "noise": d.noise},
+                        "data": {
+                            "source": d.source,
+                            "n_train": d.n_train,
+                            "seed": d.seed,
+                            "n_points": d.n_points,
+                            "noise": d.noise,
+                            "near_surface_ratio": d.near_surface_ratio,
+                        },
                         "device": str(device),
                     },
                 )
