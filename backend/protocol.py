@@ -450,6 +450,9 @@ class FrameReader:
         except MessageError:
             self._skip(payload_size)
             raise
+        except MemoryError:  # the header is read whole, so the frame can still be skipped
+            self._skip(payload_size)
+            raise MessageError(OUT_OF_MEMORY, "out of memory while parsing a frame header") from None
         request_id = header.get("id") if _is_kind(header.get("id"), "int") else None
         if payload_size > self.max_payload_bytes:
             self._skip(payload_size)
@@ -463,6 +466,9 @@ class FrameReader:
         except MessageError:
             self._skip(payload_size)
             raise
+        except MemoryError:
+            self._skip(payload_size)
+            raise MessageError(OUT_OF_MEMORY, "out of memory while checking a frame", request_id) from None
         for index, (name, dtype, shape) in enumerate(layout):
             try:
                 message.arrays[name] = self._read_array(name, dtype, shape, message.id)

@@ -12,6 +12,11 @@ The process ends when its input closes (the add-on quit, crashed or was killed),
 when a reply cannot be written (the client is gone), or after a frame error that makes the stream
 unreadable: bad magic, another protocol version, nonzero flags, an oversized header, or a stream
 that ends inside a frame. Every other bad request is answered with an ``error`` and serving goes on.
+
+Exit status: 0 after an orderly end (``shutdown``, input closed, client gone); 1 when the engine
+could not be loaded (reported to the client as ``engine_unavailable`` first); 2 when the input
+stream was unreadable or spoke another protocol version. A failure status stays, whatever ends
+the conversation afterwards (the client usually answers a fatal error by shutting down).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class Engine(Protocol):
 
     def release(self, field_id: str | None = None) -> None: ...
 
+    def warm_up(self) -> None: ...
+
 
 class _Writable(Protocol):
     def write(self, data: Any, /) -> int | None: ...
@@ -85,19 +92,27 @@ class _Writable(Protocol):
 
 
 def reconstructor_loader(
-    device: str, weights_dir: str | None, cache_bytes: int | None = None
+    device: str, weights_dir: str | None, cache_bytes: int | None = None, half: bool = False
 ) -> Callable[[], Engine]:
     """A function that builds the real engine (imports torch when called, not before).
 
-    ``cache_bytes`` None keeps the engine's own default size of the field cache.
+    ``cache_bytes`` None keeps the engine's own default size of the field cache. ``half`` asks for
+    half-precision evaluation where it pays, on CUDA; on another device it is ignored (with a log
+    line), so that one setting suits every machine the add-on runs on.
     """
 
     def load() -> Engine:
-        from .engine.reconstruct import Reconstructor
+        from .engine.reconstruct import DEFAULT_CACHE_BYTES, Reconstructor, resolve_device
 
-        if cache_bytes is None:
-            return Reconstructor(device=device, weights_dir=weights_dir)
-        return Reconstructor(device=device, weights_dir=weights_dir, cache_bytes=cache_bytes)
+        resolved = resolve_device(device)
+        if half and resolved.type != "cuda":
+            log.warning("half precision applies on CUDA only; evaluating in float32 on %s", resolved)
+        return Reconstructor(
+            device=resolved,
+            weights_dir=weights_dir,
+            cache_bytes=DEFAULT_CACHE_BYTES if cache_bytes is None else cache_bytes,
+            half=half and resolved.type == "cuda",
+        )
 
     return load
 
@@ -134,6 +149,7 @@ class Server:
         self._stop = threading.Event()
         self._exit_code = EXIT_OK
         self._say_bye = False
+        self._finish_lock = threading.Lock()
         self._hello = threading.Event()
         self._engine: Engine | None = None
         self._models: list[ModelInfo] = []
@@ -165,10 +181,21 @@ class Server:
         return self._exit_code
 
     def _finish(self, code: int = EXIT_OK, bye: bool = False) -> None:
-        if not self._stop.is_set():
-            self._exit_code = code
+        """End the conversation with exit status ``code``, unless a failure status was set before."""
+        with self._finish_lock:
+            if self._stop.is_set():
+                return
+            if self._exit_code == EXIT_OK:
+                self._exit_code = code
             self._say_bye = bye
             self._stop.set()
+
+    def _fail(self, code: int) -> None:
+        """Record a failure status before telling the client: its reply (often ``shutdown``) comes
+        back fast, and must not turn the failure into an orderly exit."""
+        with self._finish_lock:
+            if not self._stop.is_set():
+                self._exit_code = code
 
     def _load(self, started: float) -> None:
         try:
@@ -178,6 +205,7 @@ class Server:
             log.exception("cannot load the engine")
             self._hello.wait()
             text = f"cannot load the reconstruction engine: {type(e).__name__}: {e}"
+            self._fail(EXIT_ENGINE_UNAVAILABLE)
             self._send(error_message(None, protocol.ENGINE_UNAVAILABLE, text, fatal=True))
             self._finish(EXIT_ENGINE_UNAVAILABLE)
             return
@@ -196,12 +224,24 @@ class Server:
         }
         self._send(Message("ready", None, ready))
         self._engine_ready.set()
+        # What the engine can defer past ``ready`` (imports, tables) it does now, while the user
+        # is still choosing what to reconstruct; a request that comes first simply waits for it.
+        try:
+            engine.warm_up()
+        except Exception:  # the first request will meet (and report) the same problem
+            log.exception("warming up the engine failed")
 
     # -- output ------------------------------------------------------------------------------------------
     def _send(self, message: Message) -> bool:
         """Write one message; on a broken pipe the client is gone, so the server stops quietly."""
         try:
             parts = protocol.encode(message)
+        except MemoryError:  # too little memory left for the reply: a short error still fits
+            log.error("no memory to encode a %r reply", message.type)
+            if message.type == "error":
+                return False
+            text = "out of memory: cannot encode the reply"
+            return self._send(error_message(message.id, protocol.OUT_OF_MEMORY, text))
         except (ValueError, MessageError) as e:  # a reply that does not fit the protocol is our bug
             log.exception("cannot encode a %r reply", message.type)
             if message.type == "error":
@@ -234,13 +274,19 @@ class Server:
                 self._on_message(message)
         except FrameError as e:
             log.error("unreadable input stream, exiting: %s", e)
+            self._fail(EXIT_BAD_STREAM)
             self._send(error_message(None, e.code, str(e), fatal=True))
             self._finish(EXIT_BAD_STREAM)
         except OSError as e:
             log.info("input failed (%s); stopping", e)
             self._finish(EXIT_OK)
-        except BaseException:  # never leave the process without a reader
+        except BaseException as e:  # never leave the process without a reader
+            # the position in the stream is unknown now, so no further frame can be trusted
             log.exception("reader failed")
+            self._fail(EXIT_BAD_STREAM)
+            code = protocol.OUT_OF_MEMORY if isinstance(e, MemoryError) else protocol.INTERNAL
+            text = f"the backend cannot read on: {type(e).__name__}"
+            self._send(error_message(None, code, text, fatal=True))
             self._finish(EXIT_BAD_STREAM)
 
     def _on_message(self, message: Message) -> None:
@@ -249,6 +295,7 @@ class Server:
             theirs = message.fields["protocol_version"]
             if theirs != protocol.PROTOCOL_VERSION:
                 text = f"client speaks protocol {theirs}, this backend speaks {protocol.PROTOCOL_VERSION}"
+                self._fail(EXIT_BAD_STREAM)
                 self._send(error_message(None, protocol.VERSION_MISMATCH, text, fatal=True))
                 self._finish(EXIT_BAD_STREAM)
                 return
@@ -279,19 +326,28 @@ class Server:
                 return
         while (job := self._jobs.take()) is not None:
             try:
-                reply = self._run(job)
-            except Exception as e:  # every failure becomes an answer; the worker goes on
+                reply = self._answer(job)
+            finally:
+                self._jobs.done(job)
+            self._send(reply)
+
+    def _answer(self, job: Job) -> Message:
+        """The reply to ``job``: its result, or the error it ended with. Never raises."""
+        try:
+            return self._run(job)
+        except Exception as e:  # every failure becomes an answer; the worker goes on
+            try:
                 code, text = classify(e)
                 if code == protocol.INTERNAL:
                     log.exception("request %d (%s) failed", job.id, job.type)
                 else:
                     log.info("request %d (%s): %s", job.id, job.type, text)
-                if code == protocol.OUT_OF_MEMORY:
-                    free_device_cache()
-                reply = error_message(job.id, code, text)
-            finally:
-                self._jobs.done(job)
-            self._send(reply)
+            except MemoryError:  # not even enough memory to describe the failure
+                code, text = protocol.OUT_OF_MEMORY, "out of memory"
+        # out of the except block: the traceback, and the arrays its frames hold, are gone
+        if code == protocol.OUT_OF_MEMORY:
+            free_device_cache()
+        return error_message(job.id, code, text)
 
     def _run(self, job: Job) -> Message:
         engine = self._engine

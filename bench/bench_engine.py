@@ -8,14 +8,15 @@
 4. Re-extraction at a new threshold (cached field): median time at 128^3.
 5. Peak memory (RSS) of a 512^3 reconstruction, against the size of a dense 513^3 grid.
 
-The model is the shipped point-cloud model when backend/weights/pointcloud.safetensors
-exists, else a randomly initialised model of the shipped size (decoder width 128, 5 blocks,
-c_dim 128). A random network's surface is nothing like an object's, so the MISE and
-re-extraction figures also use a "surrogate" field: the same network is evaluated (same
-cost per point) but the logits come from an analytic chair, the shape in examples/.
+The model is the file given with --weights, else the shipped point-cloud model when
+backend/weights/pointcloud.safetensors exists, else a randomly initialised model of the shipped
+size (decoder width 128, 5 blocks, c_dim 128). A random network's surface is nothing like an
+object's, so the MISE and re-extraction figures also use a "surrogate" field: the same network is
+evaluated (same cost per point) but the logits come from an analytic chair, the shape in examples/.
 
-    python bench/bench_engine.py            # about two minutes on 2 CPU cores
+    python bench/bench_engine.py --weights backend/weights/pointcloud.safetensors   # ~2 min, 2 cores
     python bench/bench_engine.py --quick    # fewer repetitions, no 512^3 run
+    python bench/bench_engine.py --smoke    # a tiny random model: checks that every part runs
 """
 
 from __future__ import annotations
@@ -126,14 +127,19 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
 
 
-def model_for_bench(folder: Path) -> tuple[str, str]:
-    if SHIPPED.is_file():
-        return str(SHIPPED), "the shipped point-cloud model"
+def model_for_bench(folder: Path, weights: Path | None, smoke: bool) -> tuple[str, str, bool]:
+    """(model file, what it is, whether it is trained)."""
+    if weights is not None:
+        return str(weights), f"{weights}", True
+    if SHIPPED.is_file() and not smoke:
+        return str(SHIPPED), "the shipped point-cloud model", True
     torch.manual_seed(0)
-    cfg = ModelConfig()  # the shipped size: decoder 128 wide, 5 blocks, c_dim 128
+    # the shipped size: decoder 128 wide, 5 blocks, c_dim 128; a tiny one for a smoke run
+    cfg = ModelConfig(hidden=32, n_blocks=2, c_dim=32, encoder_hidden=32) if smoke else ModelConfig()
     path = folder / "random_pointcloud.safetensors"
     save_weights(path, build_model(cfg), ModelMeta("random_pointcloud", "pointcloud", 0.2, vars(cfg)))
-    return str(path), "a randomly initialised model of the shipped size (no trained weights found)"
+    size = "a tiny (smoke run)" if smoke else "the shipped size (no trained weights found)"
+    return str(path), f"a randomly initialised model of {size}", False
 
 
 def observation_300() -> Observation:
@@ -171,15 +177,15 @@ def bench_end_to_end(engine: Reconstructor, model: str, repeats: int) -> MeshRes
     return r
 
 
-def bench_throughput(net: NetworkField, cfg: ModelConfig) -> None:
+def bench_throughput(net: NetworkField, cfg: ModelConfig, quick: bool) -> None:
     section("field evaluation throughput vs plain matmul (same FLOPs)")
-    gflops_mm = matmul_gflops(cfg.hidden)
+    gflops_mm = matmul_gflops(cfg.hidden, seconds=0.3 if quick else 1.0)
     flops = decoder_flops(cfg)
     print(f"plain matmul (8192 x {cfg.hidden}) @ ({cfg.hidden} x {cfg.hidden}): {gflops_mm:.1f} GFLOP/s")
-    points = (np.random.default_rng(0).random((131072, 3)) - 0.5).astype(np.float32)
+    points = (np.random.default_rng(0).random((32768 if quick else 131072, 3)) - 0.5).astype(np.float32)
     plain = NetworkField(net.model, net.c, net.z, fold=False)
     for name, field in (("folded decoder", net), ("generic module", plain)):
-        for chunk in (4096, 8192, 16384, 65536):
+        for chunk in (8192,) if quick else (4096, 8192, 16384, 65536):
             field.chunk = chunk
             field.evaluate(points[:chunk])
             t = median_time(lambda f=field: f.evaluate(points), 3)
@@ -279,17 +285,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--weights", type=Path, help="a point-cloud model file (.safetensors) to measure")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, skip the 512^3 run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny random model, minimal repetitions: only checks that it runs",
+    )
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"no such model file: {args.weights}")
+    args.quick |= args.smoke
+    repeats = 1 if args.smoke else 3 if args.quick else 7
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
-        model, which = model_for_bench(Path(tmp))
+        model, which, trained = model_for_bench(Path(tmp), args.weights, args.smoke)
         print(f"model: {which}")
         engine = Reconstructor(device="cpu", weights_dir=tmp, cache_bytes=2**30)
         net_model, meta = engine.load(model)
         cfg = meta.model_config()
+        if meta.kind != "pointcloud":
+            parser.error(f"{model} is a {meta.kind} model; the benchmark needs a point-cloud model")
         bench_end_to_end(engine, model, repeats)
 
         kept = engine.reconstruct(model, observation_300(), ReconstructOptions(resolution=128))
@@ -297,7 +314,7 @@ def main() -> None:
         entry = engine.cache.get(kept.field_id)
         net = entry.field
         assert isinstance(net, NetworkField)
-        bench_throughput(net, cfg)
+        bench_throughput(net, cfg, args.quick)
 
         surrogate = SurrogateField(net, entry.frame)
         section("end to end on the surrogate chair: encode 300 points, MISE + marching cubes at 128^3")
@@ -316,14 +333,14 @@ def main() -> None:
             f"median {total:.3f} s ({len(mesh.faces)} faces, {mesh.stats['evaluations']:.0f} evaluations); "
             f"target <= 1.0 s: {verdict}"
         )
-        if SHIPPED.is_file():
-            bench_mise_vs_dense(net, entry.frame, meta.tau, "the shipped model (chair, 300 points)")
+        if trained:
+            bench_mise_vs_dense(net, entry.frame, meta.tau, "the trained model (chair, 300 points)")
         bench_mise_vs_dense(
             surrogate, entry.frame, 0.5, "the surrogate chair (network cost, analytic surface)"
         )
 
         section("re-extraction at a new threshold, 128^3")
-        label = "shipped model" if SHIPPED.is_file() else "random network"
+        label = "trained model" if trained else "random network"
         if len(kept.faces):
             bench_re_extraction(engine, kept.field_id, kept.tau, repeats * 3, label)
         else:

@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights-dir", type=Path, help="folder of *.safetensors models (default: the shipped weights)"
     )
     p.add_argument(
+        "--half",
+        action="store_true",
+        help="half precision network evaluation on CUDA (ignored on other devices)",
+    )
+    p.add_argument(
         "--cache-mb",
         type=float,
         help="memory for cached fields, least recently used go first (default: the engine's)",
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     weights = str(args.weights_dir) if args.weights_dir else None
     server = Server(
-        reconstructor_loader(args.device, weights, cache_bytes),
+        reconstructor_loader(args.device, weights, cache_bytes, half=args.half),
         wire_in,
         wire_out,
         max_payload_bytes=max_payload,

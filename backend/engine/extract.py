@@ -41,8 +41,16 @@ def check_options(options: ReconstructOptions) -> None:
     target = options.simplify_faces
     if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 4):
         raise InputError(f"simplify_faces must be an integer of at least 4 (or None), got {target!r}")
-    if isinstance(options.seed, bool) or not isinstance(options.seed, int):
-        raise InputError(f"seed must be an integer, got {options.seed!r}")
+    check_seed(options.seed)
+
+
+MAX_SEED = 2**64 - 1  # the largest seed both numpy's and torch's generators take
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed must be an integer in 0 .. 2^64 - 1, got {seed!r}")
+    return int(seed)
 
 
 def logit(tau: float) -> float:

@@ -23,8 +23,8 @@ box: distinct positions, still visually on the box.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
-import mcubes
 import numpy as np
 
 from .lattice import LatticeValues
@@ -34,6 +34,13 @@ BLOCK = 4  # cells per block edge
 BLOCKS_PER_CALL = 2048  # bounds the memory of one marching cubes call (~250k points)
 OUTSIDE = -1e6
 CAP_OFFSET = 0.01  # where caps cross the edges leaving the box, as a fraction of a cell
+
+
+def _mcubes() -> ModuleType:
+    """PyMCubes, imported on first use: its import pulls in scipy (~0.3 s of the backend's start-up)."""
+    import mcubes
+
+    return mcubes
 
 
 def cap_padding(boundary: np.ndarray, level: float) -> np.ndarray:
@@ -129,6 +136,7 @@ def _cell_codes(above: np.ndarray) -> np.ndarray:
 
 def _triangle_counts() -> np.ndarray:
     """Triangles PyMCubes makes in a cell, per corner code (asked of PyMCubes itself)."""
+    mcubes = _mcubes()
     counts = np.zeros(256, np.int64)
     corner = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(8, 3)
     for code in range(256):
@@ -138,6 +146,14 @@ def _triangle_counts() -> np.ndarray:
 
 
 _COUNTS: np.ndarray | None = None
+
+
+def triangle_counts() -> np.ndarray:
+    """``_triangle_counts()``, computed once (this also imports PyMCubes)."""
+    global _COUNTS
+    if _COUNTS is None:
+        _COUNTS = _triangle_counts()
+    return _COUNTS
 
 
 def march_surface_cells(
@@ -157,9 +173,7 @@ def march_surface_cells(
     emits triangles cell by cell in C order, a fixed number per corner code, which tells
     the cell of every triangle without looking at its vertices.
     """
-    global _COUNTS
-    if _COUNTS is None:
-        _COUNTS = _triangle_counts()
+    counts_per_code = triangle_counts()
     if len(cells) == 0:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
     nb = resolution // BLOCK + 2
@@ -191,10 +205,10 @@ def march_surface_cells(
         atlas = vol.reshape(-1, BLOCK + 1, BLOCK + 1)[layer_kept]
         layer_block = np.repeat(np.arange(len(group)), BLOCK + 1)[layer_kept]
         layer_x = (origins[:, 0, None] + np.arange(BLOCK + 1)).reshape(-1)[layer_kept]
-        verts, faces = mcubes.marching_cubes(atlas, float(level))
+        verts, faces = _mcubes().marching_cubes(atlas, float(level))
         if len(faces) == 0:
             continue
-        counts = _COUNTS[_cell_codes(atlas > level)].reshape(-1)
+        counts = counts_per_code[_cell_codes(atlas > level)].reshape(-1)
         if counts.sum() != len(faces):
             raise RuntimeError("marching cubes made an unexpected number of triangles")
         # cells with triangles, in PyMCubes' order, and whether each is a kept surface cell
@@ -256,5 +270,5 @@ def march_dense(volume: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarra
             at: list[slice | int] = [slice(1, -1)] * 3
             at[axis] = side
             padded[tuple(at)] = cap_padding(np.take(vol, side, axis=axis), level)
-    verts, faces = mcubes.marching_cubes(padded, float(level))
+    verts, faces = _mcubes().marching_cubes(padded, float(level))
     return verts - 1.0, faces.astype(np.int64)

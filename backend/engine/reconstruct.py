@@ -10,6 +10,7 @@ Calls are meant to come from one thread at a time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -19,10 +20,11 @@ import torch
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
 from ..models import OccupancyNetwork
 from .cache import CachedField, FieldCache
-from .extract import check_options, check_tau, extract_mesh
+from .extract import check_options, check_seed, check_tau, extract_mesh
 from .field import NetworkField
 from .grid import Grid, check_resolution
 from .lattice import LatticeValues
+from .marching import triangle_counts
 from .observation import (
     DEFAULT_TRAINING_POINTS,
     Frame,
@@ -138,6 +140,11 @@ class Reconstructor:
                 net, meta = load_checkpoint(path, self.device)
             except CheckpointError as e:
                 raise InputError(str(e)) from None
+            except RuntimeError as e:
+                if "Error(s) in loading state_dict" not in str(e):
+                    raise  # e.g. out of memory while moving the weights to the device
+                first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+                raise InputError(f"{path} does not match its config: {first}") from None
             for p in net.parameters():
                 p.requires_grad_(False)  # gradients are only ever taken with respect to points
             cached = (net, meta, mtime)
@@ -184,8 +191,7 @@ class Reconstructor:
     ) -> MeshResult:
         """A new shape from the unconditional model's prior, in the normalised frame."""
         grid, tau_opt = self._check(options)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError(f"seed must be an integer, got {seed!r}")
+        seed = check_seed(seed)
         net, meta = self.load(model)
         if meta.kind != "unconditional" or net.z_dim == 0:
             raise InputError(f"model {model!r} is a {meta.kind} model; sampling needs an unconditional model")
@@ -217,10 +223,19 @@ class Reconstructor:
         return result
 
     def release(self, field_id: str | None = None) -> None:
-        """Forget one cached field (KeyError if unknown) or all of them, and free device memory."""
+        """Forget one cached field (KeyError if unknown) or all of them, and free device memory.
+
+        On CUDA the allocator's cached blocks go back to the driver too, so that the memory shows
+        as free to other programs (nvidia-smi, Blender's own GPU work).
+        """
         self.cache.release(field_id)
-        if field_id is None and self.device.type == "cuda":
+        if self.device.type == "cuda":
+            gc.collect()  # a field can be part of a reference cycle (e.g. a traceback kept alive)
             torch.cuda.empty_cache()
+
+    def warm_up(self) -> None:
+        """Do the one-off work of a first extraction now (imports, lookup tables), not in a request."""
+        triangle_counts()
 
     # ---------------------------------------------------------------- helpers
     @staticmethod

@@ -224,3 +224,23 @@ def test_resolution_must_be_32_times_a_power_of_two_up_to_512(bad: object) -> No
 def test_valid_resolutions() -> None:
     assert [check_resolution(r) for r in (32, 64, 128, 256, 512)] == [32, 64, 128, 256, 512]
     assert Grid(512).depth == 4 and Grid(32).depth == 0
+
+
+def test_memory_stays_bounded_at_512() -> None:
+    """A 512^3 extraction keeps its values sparse: far less memory than one dense 513^3 grid.
+
+    tracemalloc sees every numpy allocation (the value store, MISE's and marching cubes'
+    temporaries, the mesh); the torch tensors of a chunk are a few MB on top.
+    """
+    import tracemalloc
+
+    dense_bytes = 513**3 * 4  # float32 values of a dense grid alone: 515 MB
+    tracemalloc.start()
+    try:
+        mesh, values = extract(sphere(0.3), 512)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert closed(mesh.vertices, mesh.faces) and len(mesh.faces) > 500_000
+    assert values.nbytes < dense_bytes / 8
+    assert peak < dense_bytes / 2, f"peak {peak / 2**20:.0f} MB"

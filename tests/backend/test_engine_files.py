@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from PIL import Image
 
 from backend.engine.binvox import read_binvox
 from backend.engine.inputs import read_observation
 from backend.engine.meshio import write_mesh
+from backend.engine.observation import observation_kind
 from backend.engine.reconstruct import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
 
@@ -232,3 +234,109 @@ def test_reconstruct_command_refuses_to_overwrite_its_input(
     assert main(["reconstruct", str(source), "-o", str(source), "--weights-dir", str(engine_weights)]) == 2
     assert "overwrite the input" in capsys.readouterr().err
     assert digest(source) == before
+
+
+def _frame_of(observation: Observation) -> tuple[np.ndarray, float]:
+    """(centre, size) of the input's frame: the mesh must lie in the padded box around it."""
+    if observation.points is not None:
+        lo, hi = observation.points.min(axis=0), observation.points.max(axis=0)
+        return (lo + hi) / 2, float((hi - lo).max())
+    if observation.voxels is not None:
+        b = np.array([[-0.5] * 3, [0.5] * 3]) if observation.bounds is None else observation.bounds
+        return (b[0] + b[1]) / 2, float((b[1] - b[0]).max())
+    return np.zeros(3), 1.0  # an image: the normalised camera frame
+
+
+def _make_input(kind: str, folder: Path) -> tuple[Path, list[str]]:
+    """An input file of each kind the command reads, and the extra arguments it needs."""
+    chair = read_observation(EXAMPLES / "chair_points.ply").points
+    assert chair is not None
+    if kind == "xyz":
+        path = folder / "chair.xyz"
+        np.savetxt(path, chair)
+        return path, []
+    if kind == "npy points":
+        path = folder / "chair_points.npy"
+        np.save(path, chair.astype(np.float64))
+        return path, []
+    if kind == "npy voxels + bounds":
+        path = folder / "chair_voxels.npy"
+        np.save(path, np.load(EXAMPLES / "chair_voxels.npy"))
+        return path, ["--bounds", "1", "2", "3", "3", "4", "5"]
+    if kind == "binvox":
+        return EXAMPLES / "chair.binvox", []
+    path = folder / f"chair.{kind}"
+    image = np.full((48, 40, 3), 255, np.uint8)
+    image[10:40, 8:32] = [120, 60, 20]
+    Image.fromarray(image).save(path)
+    return path, []
+
+
+@pytest.mark.parametrize("kind", ["xyz", "npy points", "npy voxels + bounds", "binvox", "png", "jpg"])
+def test_reconstruct_command_reads_every_input_kind(engine_weights: Path, tmp_path: Path, kind: str) -> None:
+    source, extra = _make_input(kind, tmp_path)
+    bounds = np.array(extra[1:], float).reshape(2, 3) if extra else None
+    observation = read_observation(source, bounds)
+    model = {"pointcloud": "points", "voxels": "voxels", "image": "image"}[observation_kind(observation)]
+    tau = _tau_with_surface(engine_weights, observation, model)
+    out = tmp_path / "mesh.ply"
+    done = run_backend(
+        "reconstruct", str(source), "-o", str(out), *extra, "--weights-dir", str(engine_weights),
+        "--resolution", "32", "--tau", f"{tau:.9f}", "--device", "cpu",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr  # no progress bar when stderr is not a terminal
+    mesh = trimesh.load(out, force="mesh")
+    assert len(mesh.faces) > 0 and mesh.is_watertight
+    centre, size = _frame_of(observation)
+    reach = 0.55 * size * (1 + 0.02 / 32) + 1e-5  # the padded box, and caps 1% of a cell outside it
+    assert (np.abs(mesh.vertices - centre) <= reach).all()
+
+
+def test_reconstruct_command_shows_a_progress_bar_on_a_terminal(engine_weights: Path, tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main_fd, terminal = pty.openpty()
+    # a terminal of 24 x 80 characters (a new pseudo-terminal has no size, and tqdm draws nothing on it)
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    out = tmp_path / "chair.ply"
+    env = {**os.environ, **MALLOC, "PYTHONPATH": str(REPO)}
+    args = ["reconstruct", str(EXAMPLES / "chair_points.ply"), "-o", str(out), "--resolution", "64"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", *args, "--weights-dir", str(engine_weights), "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the terminal closed: the process is done with it
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main_fd)
+    assert proc.wait(300) == 0, shown.decode(errors="replace")
+    text = shown.decode(errors="replace")
+    assert "evaluate" in text and "marching_cubes" in text and "%" in text
+    assert out.is_file()
+
+
+def test_half_precision_is_refused_without_cuda(
+    engine_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backend.__main__ import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out.ply"
+    args = ["reconstruct", str(EXAMPLES / "chair_points.ply"), "-o", str(out), "--half", "--device", "cpu"]
+    assert main([*args, "--weights-dir", str(engine_weights)]) == 2
+    assert "half precision needs a CUDA device" in capsys.readouterr().err

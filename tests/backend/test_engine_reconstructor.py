@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import trimesh
 from scipy.spatial import cKDTree
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from backend.engine.field import NetworkField
 from backend.engine.reconstruct import Reconstructor
 from backend.engine.types import Cancelled, InputError, MeshResult, Observation, ReconstructOptions
 
@@ -273,3 +278,92 @@ def test_normals_simplification_and_refinement(engine: Reconstructor) -> None:
     np.testing.assert_array_equal(refined.faces, simple.faces)
     moved = np.linalg.norm(refined.vertices - simple.vertices, axis=1)
     assert 0 < moved.max() < 0.01  # RMSprop at 1e-4 moves vertices by about 1e-3 per step at most
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True])
+def test_seeds_outside_what_the_generators_take_are_refused(engine: Reconstructor, seed: object) -> None:
+    with pytest.raises(InputError, match="seed"):
+        engine.reconstruct("points", Observation(points=chair_like_points()), ReconstructOptions(seed=seed))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="seed"):
+        engine.sample("prior", seed, ReconstructOptions(resolution=RES))  # type: ignore[arg-type]
+    assert len(engine.sample("prior", 2**64 - 1, ReconstructOptions(resolution=RES)).vertices) >= 0
+
+
+def test_a_model_file_whose_weights_do_not_fit_its_config_is_refused(
+    engine_weights: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    source = engine_weights / "points.safetensors"
+    with source.open("rb") as f:  # keep the metadata (config, tau), change one tensor's shape
+        header_size = int.from_bytes(f.read(8), "little")
+        metadata = json.loads(f.read(header_size))["__metadata__"]
+    tensors = load_file(str(source))
+    name = next(k for k, v in tensors.items() if v.ndim == 2)
+    tensors[name] = torch.zeros(tensors[name].shape[0] + 1, tensors[name].shape[1])
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, str(broken), metadata=metadata)
+    engine = Reconstructor(device="cpu", weights_dir=tmp_path)
+    with pytest.raises(InputError, match="does not match its config"):
+        engine.reconstruct("broken", Observation(points=chair_like_points()), ReconstructOptions())
+
+
+def test_half_precision_evaluation_gives_the_same_surface(engine: Reconstructor) -> None:
+    """The CUDA half-precision path, run on the CPU (where the constructor does not offer it: it is
+    slower there). Logits agree to half-precision rounding; the meshes agree to well under a cell."""
+    obs = Observation(points=chair_like_points())
+    full = reconstruct_with_surface(engine, "points", obs, resolution=64)
+    engine.half = True
+    half = engine.reconstruct("points", obs, ReconstructOptions(tau=full.tau, resolution=64))
+    assert half.field_id is not None
+    field = engine.cache.get(half.field_id).field
+    assert isinstance(field, NetworkField) and field.folded and field._fast is not None
+    assert field._fast.dtype == torch.float16
+    points = (np.random.default_rng(0).random((5000, 3)) - 0.5).astype(np.float32)
+    exact = NetworkField(field.model, field.c, field.z).evaluate(points)
+    np.testing.assert_allclose(field.evaluate(points), exact, atol=2e-3 * max(1.0, np.abs(exact).max()))
+    assert len(half.faces) > 0 and chamfer(half, full) <= 1e-3 * full_scale(full)
+
+
+def full_scale(mesh: MeshResult) -> float:
+    """The size of the mesh's bounding box (the Chamfer bound is in unit-cube units)."""
+    return float((mesh.vertices.max(axis=0) - mesh.vertices.min(axis=0)).max())
+
+
+class DeviceCopies(TorchDispatchMode):
+    """Counts tensor copies between devices while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moves = 0
+        self.calls = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.calls += 1
+        aten = torch.ops.aten
+        moved = (func is aten._to_copy.default and out.device != args[0].device) or (
+            func is aten.copy_.default and args[0].device != args[1].device
+        )
+        self.moves += int(moved)
+        return out
+
+
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_evaluation_copies_points_in_and_logits_out_once_however_many_chunks(
+    tiny_model: Callable[..., Any], device: str
+) -> None:
+    model = tiny_model(3, kind="pointcloud").to(device)
+    with torch.no_grad():
+        c = model.encode(torch.randn(1, 50, 3, device=device) * 0.3)
+    points = (np.random.default_rng(0).random((5000, 3)) - 0.5).astype(np.float32)
+    reference = NetworkField(model, c, chunk=5000).evaluate(points)
+    field = NetworkField(model, c, chunk=256)  # 20 chunks
+    with DeviceCopies() as copies:
+        logits = field.evaluate(points)
+    np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+    assert copies.calls > 20  # the counter saw the work
+    assert copies.moves <= (2 if device != "cpu" else 0)

@@ -77,11 +77,12 @@ def fail(pending: protocol.Pending, timeout: float = 60) -> BackendError:
     return caught.value
 
 
-def rss_kib(pid: int) -> int:
+def status_bytes(pid: int, key: str) -> int:
+    """A memory figure of /proc/PID/status (VmRSS, VmData, ...) in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+        if line.startswith(f"{key}:"):
+            return 1024 * int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
 
 
 def wait_gone(process: subprocess.Popen[bytes] | int, timeout: float = 20) -> None:
@@ -250,6 +251,31 @@ def test_echo_returns_data_and_arrays_unchanged(backend: BackendProcess) -> None
             protocol.BAD_INPUT,
             "resolution",
         ),
+        (
+            {"kind": "pointcloud", "points": points(), "options": {"tau": 1.5}},
+            protocol.BAD_INPUT,
+            "tau must lie strictly between 0 and 1",
+        ),
+        (
+            {"kind": "pointcloud", "points": points(), "options": {"seed": -1}},
+            protocol.BAD_INPUT,
+            "seed",
+        ),
+        (
+            {"kind": "pointcloud", "points": np.tile(np.float32([1, 2, 3]), (50, 1))},
+            protocol.BAD_INPUT,
+            "one spot",
+        ),
+        (
+            {"kind": "voxels", "voxels": np.zeros((32, 32, 32), bool)},
+            protocol.BAD_INPUT,
+            "the voxel grid is empty",
+        ),
+        (
+            {"kind": "image", "image": np.full((8, 8, 3), 2.0, np.float32)},
+            protocol.BAD_INPUT,
+            "[0, 1]",
+        ),
     ],
 )
 def test_bad_requests_are_answered_and_serving_goes_on(
@@ -397,7 +423,7 @@ def test_memory_stays_flat_over_100_requests(backend: BackendProcess) -> None:
         backend.extract(result.wait(60).fields["field_id"], 0.4).wait(60)
         assert backend.echo(None, {"a": payload}).wait(60).arrays["a"].nbytes == payload.nbytes
         backend.release(result.wait().fields["field_id"]).wait(60)
-        return rss_kib(backend.pid)
+        return status_bytes(backend.pid, "VmRSS") // 1024
 
     for i in range(10):  # warm-up
         round_of_requests(i)
@@ -416,31 +442,39 @@ def test_release_of_everything_frees_cached_fields(backend: BackendProcess) -> N
         assert fail(backend.extract(result.fields["field_id"], 0.5)).code == protocol.UNKNOWN_FIELD
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="caps the address space with Linux prlimit")
+@pytest.mark.skipif(sys.platform != "linux", reason="caps the process's data memory with Linux prlimit")
 def test_out_of_memory_is_reported_and_serving_goes_on(weights_dir: Path) -> None:
-    """A real allocation failure, by capping the process's address space from outside."""
+    """Real allocation failures, from a cap on the running process's data memory (RLIMIT_DATA).
+
+    RLIMIT_DATA counts the private writable memory the process has mapped (VmData): unlike a cap
+    on the address space, it ignores what the allocator has only reserved, so a cap a little
+    above the current VmData leaves about that little room for new allocations. Plain malloc
+    settings: with a large top pad the heap would already hold a gigabyte of unused room.
+    """
     import resource
 
-    env = backend_environment(REPO, os.environ)  # plain malloc: its padding would hide the cap
+    plain = {k: v for k, v in os.environ.items() if k not in MALLOC}
+    env = backend_environment(REPO, plain)
     client = BackendProcess(serve_argv(weights_dir, "--max-payload-mb", "256"), cwd=REPO, env=env)
     try:
         client.wait_ready(60)
         client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 32}).wait(60)
-        status = Path(f"/proc/{client.pid}/status").read_text().splitlines()
-        vm_bytes = 1024 * int(next(line for line in status if line.startswith("VmSize:")).split()[1])
-        cap = vm_bytes + 20 * 2**20  # far too little for a 256^3 reconstruction or a 64 MiB array
-        soft, hard = resource.prlimit(client.pid, resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+        cap = status_bytes(client.pid, "VmData") + 16 * 2**20  # far too little for a 256^3 grid's work
+        soft, hard = resource.prlimit(client.pid, resource.RLIMIT_DATA)
+        resource.prlimit(client.pid, resource.RLIMIT_DATA, (cap, hard))
 
         in_engine = fail(client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 256}))
-        assert in_engine.code == protocol.OUT_OF_MEMORY
-        in_reader = fail(client.echo(None, {"big": np.ones(2**24, np.float32)}))
+        assert in_engine.code == protocol.OUT_OF_MEMORY and "out of memory" in in_engine.message
+        in_reader = fail(client.echo(None, {"big": np.ones(2**24, np.float32)}))  # 64 MiB
         assert in_reader.code == protocol.OUT_OF_MEMORY and "'big'" in in_reader.message
+        assert client.echo("small").wait(30).fields["data"] == "small"
 
-        resource.prlimit(client.pid, resource.RLIMIT_AS, (soft, hard))
+        resource.prlimit(client.pid, resource.RLIMIT_DATA, (soft, hard))
         again = client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 32}).wait(60)
         assert again.arrays["faces"].dtype == np.int32
+        assert client.echo(None, {"big": np.ones(2**24, np.float32)}).wait(60).arrays["big"].nbytes == 2**26
     finally:
-        client.close()
+        assert client.close() == 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -506,14 +540,16 @@ def test_random_bytes_at_the_process_never_hang_it(weights_dir: Path) -> None:
 
 def test_shutdown_says_bye_and_exits_zero_with_the_log_in_its_file(weights_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
-    raw = RawPipe(weights_dir, "--log-file", str(log))
-    raw.hello()
+    raw = RawPipe(weights_dir, "--log-file", str(log), "--half")
+    assert raw.hello().fields["device"] == "cpu"
     raw.send(Message("shutdown"))
     assert raw.read().type == "bye"
     assert raw.reader.read() is None
     status, err = raw.finish()
     assert status == 0 and err == ""
-    assert "engine ready" in log.read_text() and "'tests' says hello" in log.read_text()
+    text = log.read_text()
+    assert "engine ready" in text and "'tests' says hello" in text
+    assert "half precision applies on CUDA only" in text  # --half suits every machine: ignored here
 
 
 def test_a_client_that_vanishes_mid_request_does_not_wedge_the_process(weights_dir: Path) -> None:
@@ -590,8 +626,63 @@ def test_stray_prints_cannot_reach_the_wire() -> None:
 
 
 def test_an_engine_that_cannot_load_is_reported_at_the_handshake(tmp_path: Path) -> None:
+    """Exit status 1: the process could not do its job (the client's ``shutdown`` does not change that)."""
     client = BackendProcess(serve_argv(tmp_path / "missing"), cwd=REPO, env=serve_env())
     with pytest.raises(BackendError) as caught:
         client.wait_ready(60)
     assert caught.value.code == protocol.ENGINE_UNAVAILABLE and "missing" in caught.value.message
     assert client.close() == 1
+    raw = RawPipe(tmp_path / "missing")  # a client that only closes its end gets the same status
+    raw.send(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION}))
+    assert raw.read("error").fields["code"] == protocol.ENGINE_UNAVAILABLE
+    status, err = raw.finish()
+    assert status == 1 and "weights folder not found" in err
+
+
+def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_dir: Path) -> None:
+    """The real server and engine on real pipes, in this process, with one fault put into the engine.
+
+    An unexpected exception cannot be provoked from outside without a bug to exploit, so the
+    engine's progress report raises one in the middle of MISE.
+    """
+    import threading
+
+    from backend.engine.reconstruct import Reconstructor
+    from backend.serve import EXIT_OK, Server
+
+    class FaultyEngine(Reconstructor):
+        def reconstruct(self, model, observation, options, progress=None, cancel=None):  # type: ignore[no-untyped-def]
+            def broken(stage: str, fraction: float) -> None:
+                if stage == "evaluate" and fraction > 0:
+                    raise ZeroDivisionError("a fault inside the engine")
+
+            return super().reconstruct(model, observation, options, broken, cancel)
+
+    to_server, from_client = os.pipe()
+    to_client, from_server = os.pipe()
+    wire_in, wire_out = open(to_server, "rb", buffering=0), open(from_server, "wb", buffering=0)  # noqa: SIM115
+    server = Server(lambda: FaultyEngine(device="cpu", weights_dir=weights_dir), wire_in, wire_out)
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(server.serve()), daemon=True)
+    thread.start()
+    with open(from_client, "wb", buffering=0) as out, open(to_client, "rb", buffering=0) as replies:
+        reader = FrameReader(replies, protocol.BACKEND_MESSAGES)
+
+        def ask(message: Message) -> Message:
+            out.write(protocol.frame_bytes(message))
+            while (reply := reader.read()) is not None and reply.type == "progress":
+                pass
+            assert reply is not None
+            return reply
+
+        assert ask(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION})).type == "ready"
+        request = Message("reconstruct", 7, {"kind": "pointcloud", "options": {}}, {"points": points()})
+        error = ask(request)
+        assert error.type == "error" and error.id == 7
+        assert error.fields["code"] == protocol.INTERNAL
+        assert error.fields["message"] == "ZeroDivisionError: a fault inside the engine"
+        assert ask(Message("echo", 8, {"data": "still here"})).fields["data"] == "still here"
+    thread.join(30)
+    wire_in.close()
+    wire_out.close()
+    assert status == [EXIT_OK]
