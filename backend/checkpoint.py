@@ -71,7 +71,7 @@ def read_meta(path: str | Path) -> ModelMeta:
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a safetensors model file ({e})") from None
     info = header.get("__metadata__", {}) if isinstance(header, dict) else {}
-    if info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an Occupancy Reconstruct model (no '{FORMAT}' format tag)")
     if info.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(
@@ -79,9 +79,16 @@ def read_meta(path: str | Path) -> ModelMeta:
         )
     try:
         meta = ModelMeta(**json.loads(info["meta"]))
-        meta.model_config().validate()
+        config = meta.model_config()
+        config.validate()
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path} has invalid metadata: {e}") from None
+    if meta.kind != config.kind:
+        raise CheckpointError(
+            f"{path} has invalid metadata: kind {meta.kind!r} but its config says {config.kind!r}"
+        )
+    if not isinstance(meta.training, dict) or not isinstance(meta.metrics, dict):
+        raise CheckpointError(f"{path} has invalid metadata: 'training' and 'metrics' must be objects")
     if not (isinstance(meta.tau, float | int) and 0 < meta.tau < 1 and math.isfinite(meta.tau)):
         raise CheckpointError(f"{path} stores an invalid threshold tau={meta.tau!r}")
     return meta
@@ -98,7 +105,14 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is corrupt: {e}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path} is corrupt: NaN or infinite values in {', '.join(bad[:5])}")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path} does not match its config: {first}") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise CheckpointError(

@@ -6,6 +6,7 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ class ModelConfig:
     encoder_hidden: int = 128  # PointNet width / latent encoder width
     encoder_width: int = 32  # first-stage channels of the voxel CNN or the ResNet-18
     image_size: int = 64  # input image side for the image model
+    # voxels and images: the decoder also reads the observation at each query point (the grid,
+    # or pixel-aligned image features; see models/local.py); off is the original's global code only
+    local_features: bool = False
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -39,6 +43,12 @@ class ModelConfig:
         for name in ("hidden", "n_blocks", "encoder_hidden", "encoder_width", "image_size"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.z_dim < 0 or self.c_dim < 0:
+            raise ConfigError(f"model.z_dim and model.c_dim must be >= 0, got {self.z_dim} and {self.c_dim}")
+        if self.local_features and self.kind not in ("voxels", "image"):
+            raise ConfigError(f"model.local_features applies to voxel and image models, not {self.kind}")
+        if self.local_features and self.decoder != "cbatchnorm":
+            raise ConfigError("model.local_features needs decoder = 'cbatchnorm'")
         if self.kind == "unconditional":
             if self.c_dim != 0 or self.z_dim <= 0:
                 raise ConfigError("an unconditional model needs c_dim = 0 and z_dim > 0")
@@ -67,6 +77,42 @@ class DataConfig:
     image_size: int = 64
     views: int = 2  # rendered views per shape (image model)
 
+    def validate(self) -> None:
+        if not self.source:
+            raise ConfigError("data.source must be 'procedural' or a folder made by prepare-meshes")
+        for name in (
+            "n_train",
+            "n_val",
+            "surface_points",
+            "n_points",
+            "query_points",
+            "voxel_res",
+            "image_size",
+        ):
+            _positive(self, name, "data")
+        _at_least(self, "seed", 0, "data")
+        _at_least(self, "views", 0, "data")
+        for name in ("noise", "near_surface_sigma", "padding"):
+            _at_least(self, name, 0.0, "data")
+        if not 0.0 <= self.near_surface_ratio <= 1.0:
+            raise ConfigError(f"data.near_surface_ratio must lie in [0, 1], got {self.near_surface_ratio}")
+
+
+def _finite(value: float, key: str) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+
+
+def _positive(obj: object, name: str, section: str) -> None:
+    _at_least(obj, name, 1, section)
+
+
+def _at_least(obj: object, name: str, low: float, section: str) -> None:
+    value = getattr(obj, name)
+    _finite(value, f"{section}.{name}")
+    if value < low:
+        raise ConfigError(f"{section}.{name} must be at least {low}, got {value}")
+
 
 @dataclass
 class TrainConfig:
@@ -81,6 +127,19 @@ class TrainConfig:
     val_points: int = 20000  # uniform points per validation shape for IoU
     threads: int = 0  # torch threads (0 = torch default)
     seed: int = 0
+
+    def validate(self) -> None:
+        if not self.out_dir:
+            raise ConfigError("train.out_dir must name a folder")
+        for name in ("batch_size", "max_steps", "eval_every", "checkpoint_every", "val_points"):
+            _positive(self, name, "train")
+        for name in ("threads", "seed"):
+            _at_least(self, name, 0, "train")
+        for name in ("lr", "lr_final"):
+            _finite(getattr(self, name), f"train.{name}")
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        _at_least(self, "weight_decay", 0.0, "train")
 
 
 @dataclass
@@ -127,6 +186,18 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         train=_build(TrainConfig, d.get("train", {}), "train"),
     )
     cfg.model.validate()
+    cfg.data.validate()
+    cfg.train.validate()
+    if cfg.model.kind == "image" and cfg.data.image_size != cfg.model.image_size:
+        raise ConfigError(
+            f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({cfg.model.image_size})"
+        )
+    if cfg.model.kind == "voxels" and cfg.data.voxel_res != 32:
+        raise ConfigError(f"data.voxel_res must be 32 (the voxel encoder's input), got {cfg.data.voxel_res}")
+    if cfg.model.kind == "image" and cfg.data.source != "procedural":
+        raise ConfigError("image models train on procedural data only: mesh datasets have no rendered views")
+    if cfg.model.kind == "image" and cfg.data.views < 1:
+        raise ConfigError("an image model needs data.views >= 1 rendered views per shape")
     return cfg
 
 
@@ -137,6 +208,8 @@ def load_config(path: str | Path) -> Config:
             d = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
     return config_from_dict(d)

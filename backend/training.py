@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,9 @@ def validate(model: OccupancyNetwork, val: list, taus: tuple[float, ...] = TAUS)
     gen = torch.Generator().manual_seed(0)
     for inputs, pts, occ in val:
         inputs = None if inputs is None else inputs.to(device)
-        c = model.encode(inputs, batch_size=1)
+        c, obs = model.encode_local(inputs, batch_size=1)
         z = model.sample_z(1, gen)  # unconditional: scores a random sample, a weak but cheap signal
-        prob = torch.sigmoid(model.decode(pts.to(device), z, c)).cpu()
+        prob = torch.sigmoid(model.decode(pts.to(device), z, c, obs)).cpu()
         gt = occ > 0.5
         for j, tau in enumerate(taus):
             sums[j] += iou(prob >= tau, gt).sum()
@@ -73,7 +74,14 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr_final + 0.5 * (t.lr - t.lr_final) * (1 + math.cos(math.pi * frac))
 
 
+class ResumeError(RuntimeError):
+    """A run's saved state cannot be resumed (corrupt, or from a different model)."""
+
+
 def _setup_logging(out_dir: Path) -> None:
+    for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(old)  # a second run in the same process logs only to its own folder
+        old.close()
     handler = logging.FileHandler(out_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
@@ -101,11 +109,26 @@ def train(cfg: Config, name: str, minutes: float | None = None, data_dir: Path =
     step, best_iou, best_tau, wall = 0, -1.0, 0.5, 0.0
     state_path = out_dir / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, best_iou, best_tau, wall = state["step"], state["best_iou"], state["best_tau"], state["wall"]
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["gen"])
+            step, best_iou, best_tau = state["step"], state["best_iou"], state["best_tau"]
+            wall = state["wall"]
+        except (
+            pickle.UnpicklingError,
+            RuntimeError,
+            KeyError,
+            ValueError,
+            TypeError,
+            OSError,
+            EOFError,
+        ) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ResumeError(
+                f"cannot resume from {state_path} ({first}); move it away to start this run over"
+            ) from None
         log.info("resumed at step %d (best IoU %.4f)", step, best_iou)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -15,12 +16,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..training import train
+    from ..config import ConfigError, load_config
+    from ..data.meshes import MeshDataError, prepared_folder
 
-    cfg = load_config(args.config)
-    if args.threads is not None:
-        cfg.train.threads = args.threads
-    best = train(cfg, args.name or args.config.stem, args.minutes, args.data_dir)
+    try:
+        cfg = load_config(args.config)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+            cfg.train.threads = args.threads
+        if args.minutes is not None and not args.minutes > 0:
+            raise ConfigError(f"--minutes must be positive, got {args.minutes}")
+        if cfg.data.source != "procedural":
+            prepared_folder(cfg.data.source)  # fail before anything is written
+    except (ConfigError, MeshDataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from ..training import ResumeError, train
+
+    try:
+        best = train(cfg, args.name or args.config.stem, args.minutes, args.data_dir)
+    except ResumeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"best model: {best}")
     return 0

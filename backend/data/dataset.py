@@ -1,12 +1,18 @@
 """In-memory shape pools and the batches the trainer draws from them.
 
-Query points are sampled afresh every step (uniform in the padded box, plus an
-optional share near the surface) and labelled exactly from the shapes' CSG
+Procedural splits: query points are sampled afresh every step (uniform in the padded
+box, plus an optional share near the surface) and labelled exactly from the shapes' CSG
 description, so the pool never runs out of supervision.
+
+Mesh splits (``prepare-meshes``): query points are drawn with replacement from the
+labelled points stored with each mesh (uniform and near-surface sets), as the original
+draws from its points.npz.
 """
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +21,39 @@ import torch
 
 from ..config import DataConfig
 from .shapes import Frame, ShapeSet
+
+OBSERVATION_KEYS = ("surface", "normals", "voxels", "images", "view_rot", "view_center", "view_scale")
+CSG_KEYS = ("kind", "op", "params", "rot", "trans", "center", "scale")
+QUERY_KEYS = ("uniform_points", "uniform_occ", "near_points", "near_occ")
+
+
+class DataError(ValueError):
+    """A split file or a data request cannot be used; the message says why."""
+
+
+@dataclass
+class StoredQueries:
+    """Labelled query points stored per shape: (S, N, 3) float16 points, (S, N) bool occupancy."""
+
+    uniform: torch.Tensor
+    uniform_occ: torch.Tensor
+    near: torch.Tensor
+    near_occ: torch.Tensor
+
+    def sample(
+        self, idx: torch.Tensor, n_uniform: int, n_near: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_uniform + n_near, 3) points and their occupancy, drawn with replacement."""
+        rows = idx[:, None]
+        pick_u = torch.randint(self.uniform.shape[1], (len(idx), n_uniform), generator=gen)
+        pick_n = torch.randint(self.near.shape[1], (len(idx), n_near), generator=gen)
+        points = torch.cat([self.uniform[rows, pick_u], self.near[rows, pick_n]], dim=1).float()
+        occ = torch.cat([self.uniform_occ[rows, pick_u], self.near_occ[rows, pick_n]], dim=1).float()
+        return points, occ
+
+
+def _unpack(bits: np.ndarray, n: int) -> torch.Tensor:
+    return torch.from_numpy(np.unpackbits(bits, axis=1)[:, :n].astype(bool))
 
 
 @dataclass
@@ -28,17 +67,43 @@ class ShapePool:
     """A generated split (see ``generate.build_split``) held in memory."""
 
     def __init__(self, path: str | Path) -> None:
-        with np.load(path) as f:
-            d = {k: f[k] for k in f.files}
-        self.shapes = ShapeSet(
-            kind=torch.from_numpy(d["kind"]),
-            op=torch.from_numpy(d["op"]),
-            params=torch.from_numpy(d["params"]),
-            rot=torch.from_numpy(d["rot"]),
-            trans=torch.from_numpy(d["trans"]),
-            center=torch.from_numpy(d["center"]),
-            scale=torch.from_numpy(d["scale"].astype(np.float32)),
-        )
+        try:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise DataError(f"{path} is not a split file (a single array, not an .npz archive)")
+            with f:
+                d = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise DataError(f"split file not found: {path}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"{path} is not a readable split file: {e}") from None
+        labels = CSG_KEYS if "kind" in d else QUERY_KEYS
+        missing = [k for k in (*OBSERVATION_KEYS, *labels) if k not in d]
+        if missing:
+            raise DataError(f"{path} is not a split file: it lacks {', '.join(missing)}")
+        self.shapes: ShapeSet | None = None
+        self.queries: StoredQueries | None = None
+        if "kind" in d:
+            self.shapes = ShapeSet(
+                kind=torch.from_numpy(d["kind"]),
+                op=torch.from_numpy(d["op"]),
+                params=torch.from_numpy(d["params"]),
+                rot=torch.from_numpy(d["rot"]),
+                trans=torch.from_numpy(d["trans"]),
+                center=torch.from_numpy(d["center"]),
+                scale=torch.from_numpy(d["scale"].astype(np.float32)),
+            )
+        else:
+            n_u, n_n = d["uniform_points"].shape[1], d["near_points"].shape[1]
+            self.queries = StoredQueries(
+                torch.from_numpy(d["uniform_points"]),
+                _unpack(d["uniform_occ"], n_u),
+                torch.from_numpy(d["near_points"]),
+                _unpack(d["near_occ"], n_n),
+            )
+        self.names = [str(x) for x in d["names"]] if "names" in d else None
         self.surface = torch.from_numpy(d["surface"])  # (S, K, 3) float16, unit frame
         self.normals = torch.from_numpy(d["normals"])
         res = round((d["voxels"].shape[1] * 8) ** (1 / 3))
@@ -49,13 +114,13 @@ class ShapePool:
         self.view_scale = torch.from_numpy(d["view_scale"])
 
     def __len__(self) -> int:
-        return len(self.shapes)
+        return int(self.surface.shape[0])
 
     def frame(self, idx: torch.Tensor, views: torch.Tensor | None) -> Frame | None:
         """The prediction frame: the unit cube (None), or the camera frame of the given views."""
         if views is None:
             return None
-        shapes = self.shapes.select(idx)
+        shapes = self._csg().select(idx)
         return Frame.view(
             shapes, self.view_rot[idx, views], self.view_center[idx, views], self.view_scale[idx, views]
         )
@@ -68,10 +133,24 @@ class ShapePool:
         q = torch.einsum("bij,bmj->bmi", rot, p_unit) - self.view_center[idx, views][:, None]
         return q / self.view_scale[idx, views][:, None, None]
 
+    def _csg(self) -> ShapeSet:
+        if self.shapes is None:
+            raise DataError("this split stores labelled points, not shapes: occupancy is known at those only")
+        return self.shapes
+
+    def check_kind(self, kind: str) -> None:
+        """DataError unless this split can feed a model of ``kind``."""
+        if kind == "image" and self.images.shape[1] == 0:
+            raise DataError(
+                "this split has no rendered views, so it cannot train or test an image model "
+                "(mesh datasets have none: image models use procedural data)"
+            )
+
     def observe(
         self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator, views: torch.Tensor | None
     ) -> torch.Tensor | None:
         """The model input for shapes ``idx``."""
+        self.check_kind(kind)
         if kind == "pointcloud":
             k = self.surface.shape[1]
             pick = torch.randint(k, (len(idx), cfg.n_points), generator=gen)
@@ -86,10 +165,14 @@ class ShapePool:
 
     def batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
         """Observation + labelled query points for shapes ``idx``."""
+        self.check_kind(kind)
         views = torch.randint(self.images.shape[1], (len(idx),), generator=gen) if kind == "image" else None
         inputs = self.observe(kind, idx, cfg, gen, views)
         b, m = len(idx), cfg.query_points
         n_near = int(round(m * cfg.near_surface_ratio))
+        if self.queries is not None:
+            points, occ = self.queries.sample(idx, m - n_near, n_near, gen)
+            return Batch(inputs, points, occ)
         half = 0.5 * (1 + cfg.padding)
         uniform = (torch.rand(b, m - n_near, 3, generator=gen) * 2 - 1) * half
         pick = torch.randint(self.surface.shape[1], (b, n_near), generator=gen)
@@ -98,8 +181,22 @@ class ShapePool:
             b, n_near, 3, generator=gen
         )
         points = torch.cat([uniform, near], dim=1)
-        occ = self.shapes.select(idx).occupancy(points, self.frame(idx, views))
+        occ = self._csg().select(idx).occupancy(points, self.frame(idx, views))
         return Batch(inputs, points, occ)
+
+    def uniform_labelled(
+        self, idx: torch.Tensor, n: int, padding: float, gen: torch.Generator, views: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(len(idx), n, 3) points uniform in the padded box and their occupancy (for IoU).
+
+        Procedural: fresh points, exact occupancy. Mesh splits: the first n stored uniform
+        points (all of them if fewer are stored).
+        """
+        if self.queries is not None:
+            return self.queries.uniform[idx, :n].float(), self.queries.uniform_occ[idx, :n].float()
+        half = 0.5 * (1 + padding)
+        pts = (torch.rand(len(idx), n, 3, generator=gen) * 2 - 1) * half
+        return pts, self._csg().select(idx).occupancy(pts, self.frame(idx, views))
 
 
 def validation_set(
@@ -111,12 +208,10 @@ def validation_set(
     """
     gen = torch.Generator().manual_seed(seed)
     out = []
-    half = 0.5 * (1 + cfg.padding)
     for i in range(len(pool)):
         idx = torch.tensor([i])
         views = torch.zeros(1, dtype=torch.long) if kind == "image" else None
         inputs = pool.observe(kind, idx, cfg, gen, views)
-        pts = (torch.rand(1, n_points, 3, generator=gen) * 2 - 1) * half
-        occ = pool.shapes.select(idx).occupancy(pts, pool.frame(idx, views))
+        pts, occ = pool.uniform_labelled(idx, n_points, cfg.padding, gen, views)
         out.append((inputs, pts, occ))
     return out

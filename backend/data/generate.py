@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig
+from .meshes import prepared_split, voxel_probe_points
 from .render import render
 from .shapes import Frame, ShapeSet, random_rotation, random_shape
 from .surface import grid_points, sample_surface
@@ -57,11 +58,7 @@ def voxelize(shape: ShapeSet, res: int, frame: Frame | None = None) -> np.ndarra
     size from the centre is inside: close to "the solid touches this voxel", like
     surface-plus-fill voxelisers, without inflating the shape by a whole voxel.
     """
-    centers = (grid_points(np.full(3, 0.5 / res - 0.5), np.full(3, 0.5 - 0.5 / res), res)).astype(np.float32)
-    offsets = np.array(
-        [[0, 0, 0]] + [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float32
-    )
-    pts = (centers[:, None] + offsets[None] * (0.25 / res)).reshape(1, -1, 3)
+    pts = voxel_probe_points(res)[None]
     occ = shape.sdf(torch.from_numpy(pts), frame) <= 0
     return occ.reshape(res, res, res, 9).any(-1).numpy()
 
@@ -104,8 +101,8 @@ def make_shape(seed: int, split_id: int, index: int, cfg: DataConfig) -> dict[st
         rots.append(rot)
         centers.append(0.5 * (q.min(0) + q.max(0)))
         scales.append((q.max(0) - q.min(0)).max())
-    out["view_rot"] = np.stack(rots)
-    out["view_center"] = np.stack(centers).astype(np.float32)
+    out["view_rot"] = np.asarray(rots, np.float32).reshape(-1, 3, 3)
+    out["view_center"] = np.asarray(centers, np.float32).reshape(-1, 3)
     out["view_scale"] = np.asarray(scales, np.float32)
     if cfg.views > 0:
         views = shape.select([0] * cfg.views)
@@ -142,19 +139,36 @@ def split_key(cfg: DataConfig, split: str, n: int) -> str:
 
 
 def build_split(cfg: DataConfig, split: str, n: int, cache_dir: Path, workers: int | None = None) -> Path:
-    """Generate (or reuse) a split; returns the path of its .npz file."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    """Generate (or reuse) a split; returns the path of its .npz file.
+
+    For a mesh source (``cfg.source`` names a folder made by ``prepare-meshes``) the prepared
+    split is returned as it is; ``n`` and ``cache_dir`` do not apply.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if cfg.source != "procedural":
+        return prepared_split(cfg.source, split)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"a split needs at least one shape, got n={n!r}")
     path = cache_dir / f"{split}-{n}-{split_key(cfg, split, n)}.npz"
     if path.exists():
         return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
     chunk = 16
     jobs = [(cfg.seed, SPLITS[split], list(range(i, min(i + chunk, n))), cfg) for i in range(0, n, chunk)]
     shapes: list[dict[str, np.ndarray]] = []
-    with mp.get_context("spawn").Pool(workers) as pool, tqdm(total=n, desc=f"shapes ({split})") as bar:
-        for part in pool.imap(_worker, jobs):
-            shapes.extend(part)
-            bar.update(len(part))
+    with tqdm(total=n, desc=f"shapes ({split})") as bar:
+        if workers == 1 or len(jobs) == 1:  # no process pool to start for a few shapes
+            for seed, split_id, indices, job_cfg in jobs:
+                for i in indices:
+                    shapes.append(make_shape(seed, split_id, i, job_cfg))
+                    bar.update(1)
+        else:
+            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                for part in pool.imap(_worker, jobs):
+                    shapes.extend(part)
+                    bar.update(len(part))
     arrays = {k: np.stack([s[k] for s in shapes]) for k in shapes[0]}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)

@@ -39,7 +39,20 @@ def project(sdf: SdfFn, pts: torch.Tensor, steps: int = 4) -> tuple[torch.Tensor
         gn2 = (g * g).sum(-1, keepdim=True).clamp(min=1e-12)
         normal = g / gn2.sqrt()
         p = p - d.detach()[:, None] * g / gn2
+    # some distances (cone, box) are clamped at 0, so a point that lands exactly on the surface gets
+    # a zero gradient there: take its normal from central differences instead
+    flat = (normal * normal).sum(-1) < 0.5
+    if flat.any():
+        normal[flat] = _difference_normals(sdf, p[flat].detach())
     return p.detach(), normal
+
+
+def _difference_normals(sdf: SdfFn, p: torch.Tensor, h: float = 1e-4) -> torch.Tensor:
+    offsets = torch.eye(3, dtype=p.dtype) * h
+    with torch.no_grad():
+        d = sdf(torch.cat([p + offsets[k] for k in range(3)] + [p - offsets[k] for k in range(3)]))
+    g = (d[: 3 * len(p)] - d[3 * len(p) :]).reshape(3, len(p)).T
+    return g / g.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
 def sample_surface(

@@ -99,10 +99,12 @@ class NetworkField(Field):
         half: bool = False,
         chunk: int | None = None,
         fold: bool = True,
+        obs: torch.Tensor | None = None,
     ) -> None:
         device = c.device
         super().__init__(device, chunk)
         self.model, self.c, self.z = model, c, z
+        self.obs = obs if model.local is not None else None  # read at every point (local features)
         self._fast: FoldedDecoder | None = None
         self._grad: FoldedDecoder | None = None  # float32 even with ``half``: gradients need the precision
         if fold:
@@ -112,16 +114,22 @@ class NetworkField(Field):
 
     @property
     def nbytes(self) -> int:
-        own = self.c.numel() * 4 + (0 if self.z is None else self.z.numel() * 4)
+        own = sum(4 * t.numel() for t in (self.c, self.z, self.obs) if t is not None)
         folded = {id(f): f.nbytes for f in (self._fast, self._grad) if f is not None}
         return int(own + sum(folded.values()))
 
+    def _points(self, p: torch.Tensor) -> torch.Tensor:
+        """The folded decoder's per-point input: xyz, then local features read from the observation."""
+        if self.obs is None:
+            return p
+        return self.model.decoder_inputs(p[None], self.obs)[0]
+
     def logits(self, p: torch.Tensor) -> torch.Tensor:
         if self._grad is not None:
-            return self._grad.grad(p)
-        return self.model.decode(p[None], self.z, self.c)[0]
+            return self._grad.grad(self._points(p))
+        return self.model.decode(p[None], self.z, self.c, self.obs)[0]
 
     def _infer(self, p: torch.Tensor) -> torch.Tensor:
         if self._fast is not None:
-            return self._fast(p)
-        return self.model.decode(p[None], self.z, self.c)[0]
+            return self._fast(self._points(p))
+        return self.model.decode(p[None], self.z, self.c, self.obs)[0]

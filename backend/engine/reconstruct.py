@@ -172,8 +172,8 @@ class Reconstructor:
         prepared = self._prepare(observation, kind, meta, options)
         with torch.no_grad():
             inputs = None if prepared.inputs is None else prepared.inputs.to(self.device)
-            c = net.encode(inputs)
-        field = NetworkField(net, c, None, half=self.half)
+            c, obs = net.encode_local(inputs)
+        field = NetworkField(net, c, None, half=self.half, obs=obs)
         if progress is not None:
             progress("encode", 1.0)
         encode_time = time.perf_counter() - t0

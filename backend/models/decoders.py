@@ -15,9 +15,11 @@ class DecoderCBatchNorm(nn.Module):
     latent z is added after the first layer.
     """
 
-    def __init__(self, c_dim: int, z_dim: int = 0, hidden: int = 256, n_blocks: int = 5) -> None:
+    def __init__(
+        self, c_dim: int, z_dim: int = 0, hidden: int = 256, n_blocks: int = 5, point_dim: int = 3
+    ) -> None:
         super().__init__()
-        self.fc_p = nn.Linear(3, hidden)
+        self.fc_p = nn.Linear(point_dim, hidden)  # point_dim > 3: per-point features follow xyz
         self.fc_z = nn.Linear(z_dim, hidden) if z_dim > 0 else None
         self.blocks = nn.ModuleList(CResnetBlock(c_dim, hidden) for _ in range(n_blocks))
         self.bn = CBatchNorm(c_dim, hidden)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import ResnetBlockFC
@@ -106,10 +107,16 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(c_in, c_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(images)[0]
+
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (code c (B, c_dim), feature map (B, width + 3, H/4, W/4): the first stage's output and
+        the image itself at that size), the latter for pixel-aligned local features."""
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        x = (images - mean) / std
-        x = self.stages(self.stem(x))
-        return self.fc(x.mean(dim=(2, 3)))
+        first = self.stages[0](self.stem((images - mean) / std))
+        x = self.stages[1:](first)
+        small = F.adaptive_avg_pool2d(images, first.shape[-2:]) - 0.5
+        return self.fc(x.mean(dim=(2, 3))), torch.cat([first, small], 1)
 
 
 class LatentPointNet(nn.Module):

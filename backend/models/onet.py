@@ -9,10 +9,32 @@ from torch import nn
 from ..config import ModelConfig
 from .decoders import DecoderCBatchNorm, DecoderSimple
 from .encoders import LatentPointNet, ResNet18, ResnetPointNet, VoxelCNN
+from .local import PixelFeatures, VoxelFeatures
+
+VOXEL_RES = 32  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
+
+
+class ModelInputError(ValueError):
+    """A tensor given to the network has the wrong type, shape or values; the message says which."""
+
+
+def _check_tensor(x: object, name: str, shape: str) -> torch.Tensor:
+    """``x`` as a finite floating-point tensor, or ModelInputError naming what is wrong."""
+    if not isinstance(x, torch.Tensor):
+        raise ModelInputError(f"{name} must be a torch tensor of shape {shape}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ModelInputError(f"{name} must hold floating-point values, got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ModelInputError(f"NaN or infinite values in {name}")
+    return x
 
 
 class OccupancyNetwork(nn.Module):
-    """f(p, x) -> logit of occupancy. ``encode`` once per observation, ``decode`` for many points."""
+    """f(p, x) -> logit of occupancy. ``encode`` once per observation, ``decode`` for many points.
+
+    Inputs are checked (type, shape, finiteness) and a ModelInputError names the problem;
+    floating-point inputs of another precision are converted to the parameters' dtype.
+    """
 
     def __init__(
         self,
@@ -21,6 +43,9 @@ class OccupancyNetwork(nn.Module):
         latent: LatentPointNet | None,
         z_dim: int,
         c_dim: int,
+        kind: str = "pointcloud",
+        input_size: int = 0,
+        local: VoxelFeatures | PixelFeatures | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -28,16 +53,78 @@ class OccupancyNetwork(nn.Module):
         self.latent = latent
         self.z_dim = z_dim
         self.c_dim = c_dim
+        self.kind = kind
+        self.input_size = input_size  # voxel grid or image side the encoder expects
+        self.local = local  # reads the observation at each query point (local_features)
 
     def encode(self, inputs: torch.Tensor | None, batch_size: int = 1) -> torch.Tensor:
         """Observation -> code c of shape (B, c_dim); an empty (B, 0) code for unconditional models."""
         if self.encoder is None:
+            if inputs is not None:
+                raise ModelInputError("an unconditional model takes no observation; pass None")
             return torch.empty(batch_size, 0, device=self._device())
-        return self.encoder(inputs)
+        return self.encoder(self._check_inputs(inputs))
 
-    def decode(self, p: torch.Tensor, z: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
-        """Query points p (B, M, 3) -> occupancy logits (B, M)."""
-        return self.decoder(p, z, c)
+    def _check_inputs(self, inputs: object) -> torch.Tensor:
+        s = self.input_size
+        expected = {"pointcloud": "(B, N, 3)", "voxels": f"(B, {s}, {s}, {s})", "image": f"(B, 3, {s}, {s})"}
+        shape = expected[self.kind]
+        x = _check_tensor(inputs, f"{self.kind} input", shape)
+        if self.kind == "pointcloud":
+            ok = x.ndim == 3 and x.shape[2] == 3
+        elif self.kind == "voxels":
+            ok = x.ndim == 4 and tuple(x.shape[1:]) == (s, s, s)
+        else:
+            ok = x.ndim == 4 and tuple(x.shape[1:]) == (3, s, s)
+        if not ok:
+            raise ModelInputError(f"{self.kind} input must have shape {shape}, got {tuple(x.shape)}")
+        if x.shape[0] == 0 or (self.kind == "pointcloud" and x.shape[1] == 0):
+            raise ModelInputError(f"{self.kind} input is empty: shape {tuple(x.shape)}")
+        return x.to(self._dtype())
+
+    @staticmethod
+    def _check_points(p: object) -> torch.Tensor:
+        x = _check_tensor(p, "query points", "(B, M, 3)")
+        if x.ndim != 3 or x.shape[2] != 3:
+            raise ModelInputError(f"query points must have shape (B, M, 3), got {tuple(x.shape)}")
+        return x
+
+    def encode_local(
+        self, inputs: torch.Tensor | None, batch_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (code c, what ``decode`` reads locally as ``obs``: the grid, an image feature map, or None)."""
+        if isinstance(self.local, PixelFeatures):
+            assert isinstance(self.encoder, ResNet18)
+            return self.encoder.forward_features(self._check_inputs(inputs))
+        c = self.encode(inputs, batch_size)
+        if isinstance(self.local, VoxelFeatures):
+            return c, self._check_inputs(inputs)
+        return c, None
+
+    def decoder_inputs(self, p: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+        """What the decoder's first layer reads per point: xyz, then the local features if any."""
+        if self.local is None:
+            return p
+        if obs is None:
+            raise ModelInputError("this model reads its observation at every query point: pass obs")
+        return torch.cat([p, self.local(p, obs)], -1)
+
+    def decode(
+        self, p: torch.Tensor, z: torch.Tensor | None, c: torch.Tensor, obs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Query points p (B, M, 3) -> occupancy logits (B, M); ``obs`` is the observation (skip models)."""
+        p = self._check_points(p)
+        if c.ndim != 2 or c.shape[0] != p.shape[0]:
+            raise ModelInputError(
+                f"code c must have shape ({p.shape[0]}, {self.c_dim}), got {tuple(c.shape)}"
+            )
+        if z is not None and (z.ndim != 2 or z.shape != (p.shape[0], self.z_dim)):
+            raise ModelInputError(
+                f"latent z must have shape ({p.shape[0]}, {self.z_dim}), got {tuple(z.shape)}"
+            )
+        if self.training and p.shape[0] * p.shape[1] < 2:
+            raise ModelInputError("training needs at least 2 query points in a batch (batch norm statistics)")
+        return self.decoder(self.decoder_inputs(p.to(self._dtype()), obs), z, c)
 
     def sample_z(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """A latent from the prior N(0, I), or None for deterministic models."""
@@ -49,19 +136,30 @@ class OccupancyNetwork(nn.Module):
         self, p: torch.Tensor, occ: torch.Tensor, inputs: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Negative ELBO: BCE summed over the query points (as the original) + KL(q(z) || N(0, I))."""
-        c = self.encode(inputs, batch_size=p.shape[0])
+        p = self._check_points(p)
+        occ = _check_tensor(occ, "occupancy", "(B, M)")
+        if occ.shape != p.shape[:2]:
+            raise ModelInputError(
+                f"occupancy must have shape {tuple(p.shape[:2])} (B, M), got {tuple(occ.shape)}"
+            )
+        if occ.numel() and not (float(occ.min()) >= 0 and float(occ.max()) <= 1):
+            raise ModelInputError("occupancy targets must lie in [0, 1]")
+        c, obs = self.encode_local(inputs, batch_size=p.shape[0])
         z = None
         kl = torch.zeros((), device=p.device)
         if self.latent is not None:
             mean, logstd = self.latent(p, occ, c if self.c_dim > 0 else None)
             z = mean + torch.randn_like(mean) * logstd.exp()
             kl = (0.5 * (mean**2 + (2 * logstd).exp() - 1) - logstd).sum(-1).mean()
-        logits = self.decode(p, z, c)
+        logits = self.decode(p, z, c, obs)
         bce = F.binary_cross_entropy_with_logits(logits, occ, reduction="none").sum(-1).mean()
         return bce + kl, {"bce": bce.item() / p.shape[1], "kl": kl.item()}
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
 
 def build_model(cfg: ModelConfig) -> OccupancyNetwork:
@@ -76,10 +174,15 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
         encoder = ResNet18(cfg.c_dim, cfg.encoder_width)
     else:
         encoder = None
+    local: VoxelFeatures | PixelFeatures | None = None
+    if cfg.local_features:
+        local = VoxelFeatures() if cfg.kind == "voxels" else PixelFeatures(cfg.encoder_width + 3)
+    point_dim = 3 + (local.dims() if local is not None else 0)
     decoder: nn.Module
     if cfg.decoder == "cbatchnorm":
-        decoder = DecoderCBatchNorm(cfg.c_dim, cfg.z_dim, cfg.hidden, cfg.n_blocks)
+        decoder = DecoderCBatchNorm(cfg.c_dim, cfg.z_dim, cfg.hidden, cfg.n_blocks, point_dim)
     else:
         decoder = DecoderSimple(cfg.c_dim, cfg.z_dim, cfg.hidden, cfg.n_blocks)
     latent = LatentPointNet(cfg.z_dim, cfg.c_dim, cfg.encoder_hidden) if cfg.z_dim > 0 else None
-    return OccupancyNetwork(encoder, decoder, latent, cfg.z_dim, cfg.c_dim)
+    input_size = {"voxels": VOXEL_RES, "image": cfg.image_size}.get(cfg.kind, 0)
+    return OccupancyNetwork(encoder, decoder, latent, cfg.z_dim, cfg.c_dim, cfg.kind, input_size, local)

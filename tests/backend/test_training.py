@@ -1,0 +1,76 @@
+"""The training loop on a tiny model: it writes its files and resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.checkpoint import load_checkpoint
+from backend.config import Config, config_from_dict
+from backend.training import TAUS, ResumeError, train
+
+
+def tiny_config(out_dir: Path, max_steps: int) -> Config:
+    return config_from_dict(
+        {
+            "model": {"kind": "pointcloud", "hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16},
+            "data": {
+                "n_train": 3,
+                "n_val": 2,
+                "surface_points": 300,
+                "query_points": 64,
+                "n_points": 40,
+                "views": 0,
+            },
+            "train": {
+                "out_dir": str(out_dir),
+                "batch_size": 2,
+                "max_steps": max_steps,
+                "eval_every": 2,
+                "checkpoint_every": 1,
+                "val_points": 500,
+                # a constant rate after warm-up, so the schedule does not depend on max_steps
+                "lr": 1e-3,
+                "lr_final": 1e-3,
+            },
+        }
+    )
+
+
+def test_training_writes_its_files_and_resumes_exactly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    straight = train(tiny_config(tmp_path / "straight", 6), "tiny", data_dir=data)
+    train(tiny_config(tmp_path / "resumed", 4), "tiny", data_dir=data)
+    first = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
+    assert first["step"] == 4
+    resumed = train(tiny_config(tmp_path / "resumed", 6), "tiny", data_dir=data)
+
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == [
+        "best.safetensors",
+        "state.pt",
+        "train.log",
+    ]
+    assert "resumed at step 4" in (tmp_path / "resumed" / "train.log").read_text()
+    assert "resumed" not in (tmp_path / "straight" / "train.log").read_text()  # each run logs to its own
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    model, meta = load_checkpoint(resumed)
+    assert meta.tau in TAUS and meta.training["steps"] in (2, 4, 6)
+    assert load_checkpoint(straight)[1].metrics == meta.metrics
+    assert not model.training
+
+
+def test_a_corrupt_state_file_is_refused_clearly_and_left_alone(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    state = out / "state.pt"
+    state.write_bytes(b"not a torch file")
+    cfg = tiny_config(out, 2)
+    with pytest.raises(ResumeError, match="cannot resume from .*state.pt"):
+        train(cfg, "tiny", data_dir=tmp_path / "data")
+    assert state.read_bytes() == b"not a torch file"
