@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panels, preferences, properties
+from . import operators, panels, preferences, preview, properties, runtime
 
 # Registration order matters: a PropertyGroup must exist before a PointerProperty refers to it.
 CLASSES: tuple[type, ...] = (
@@ -24,8 +24,13 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLAS
 def register() -> None:
     _register_classes()
     bpy.types.Scene.occupancy = bpy.props.PointerProperty(type=properties.OCC_PG_settings)  # type: ignore[attr-defined]
+    bpy.types.Object.occupancy = bpy.props.PointerProperty(type=properties.OCC_PG_result)  # type: ignore[attr-defined]
 
 
 def unregister() -> None:
+    # The backend process and any request in flight belong to this add-on: end them with it.
+    preview.reset()
+    runtime.shutdown()
+    del bpy.types.Object.occupancy  # type: ignore[attr-defined]
     del bpy.types.Scene.occupancy  # type: ignore[attr-defined]
     _unregister_classes()

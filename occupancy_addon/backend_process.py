@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -58,3 +60,58 @@ def backend_version(python: Path, root: Path, timeout: float = 60.0) -> str:
     if not words:
         raise BackendCommandError(f"python -m backend --version printed nothing with {python}")
     return words[-1]
+
+
+# Run in the backend interpreter: report torch's version and the devices it can use, as JSON.
+TORCH_PROBE = """
+import json
+import torch
+cuda = torch.cuda.is_available()
+names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+print(json.dumps({"torch": torch.__version__, "cuda": cuda, "gpus": names}))
+"""
+
+
+@dataclass(frozen=True)
+class TorchInfo:
+    version: str
+    cuda: bool
+    gpus: tuple[str, ...]
+
+    def device_text(self, preference: str = "auto") -> str:
+        """The device the backend will use with the device ``preference``, in words."""
+        if preference == "cpu" or not self.cuda:
+            return "CPU" if preference != "cuda" else "CUDA asked for, but this torch sees no GPU"
+        return f"CUDA ({self.gpus[0]})" if self.gpus else "CUDA"
+
+
+def probe_torch(python: Path, root: Path, timeout: float = 120.0) -> TorchInfo:
+    """Import torch in the backend interpreter and report its version and GPUs."""
+    command = [str(python), "-c", TORCH_PROBE]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=root,
+            env=backend_environment(root, os.environ),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BackendCommandError(f"importing torch with {python} took more than {timeout:g} s") from error
+    except OSError as error:
+        raise BackendCommandError(f"cannot start {python}: {error.strerror or error}") from error
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        errors = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = errors[-1] if errors else f"exit status {done.returncode}"
+        raise BackendCommandError(f"torch cannot be imported with {python}: {reason}")
+    info = json.loads(lines[-1])
+    return TorchInfo(str(info["torch"]), bool(info["cuda"]), tuple(str(n) for n in info["gpus"]))
+
+
+def serve_arguments(weights_dir: Path, device: str, cache_mb: int) -> list[str]:
+    """Arguments of ``python -m backend serve`` for the add-on's settings (its log goes to stderr,
+    which the client keeps: the last lines explain a crash)."""
+    return ["serve", "--weights-dir", str(weights_dir), "--device", device, "--cache-mb", str(cache_mb)]

@@ -7,6 +7,7 @@ native libraries into Blender's process.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -45,16 +46,35 @@ def _checked(path: Path, source: str) -> BackendPython:
     return BackendPython(path=path, source=source)
 
 
+def torch_in_blender_python() -> bool:
+    """Whether Blender's own interpreter could import torch, checked without importing it (torch's
+    native libraries must never load into Blender's process)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def blender_python() -> BackendPython | None:
+    """Blender's own interpreter as a backend candidate, when torch is installed there."""
+    executable = Path(sys.executable) if sys.executable else None
+    if executable is None or not executable.is_file() or not torch_in_blender_python():
+        return None
+    return BackendPython(path=executable, source="Blender's Python")
+
+
 def find_backend_python(
     preference: str,
     environ: Mapping[str, str],
     venvs: Iterable[Path],
+    fallback: BackendPython | None = None,
 ) -> BackendPython:
     """Resolve the backend interpreter.
 
     Order: the add-on preference (an absolute path), else the ``OCC_BACKEND_PYTHON`` variable in
-    ``environ``, else the first of ``venvs`` that holds an interpreter. An explicit choice that is
-    broken is an error rather than silently skipped, so the user learns their setting is wrong.
+    ``environ``, else the first of ``venvs`` that holds an interpreter, else ``fallback`` (Blender's
+    own Python when torch is installed there). An explicit choice that is broken is an error
+    rather than silently skipped, so the user learns their setting is wrong.
     """
     if preference.strip():
         return _checked(Path(preference.strip()).expanduser(), "preferences")
@@ -67,6 +87,8 @@ def find_backend_python(
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return BackendPython(path=candidate, source=str(venv))
         searched.append(str(candidate))
+    if fallback is not None:
+        return fallback
     raise BackendPythonNotFoundError(
         "no backend Python configured: set 'Backend Python' in the add-on preferences to a Python "
         f"with torch installed, or set {ENV_VAR} (also looked for: {', '.join(searched) or 'nothing'})"

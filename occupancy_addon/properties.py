@@ -1,20 +1,118 @@
-"""Per-scene settings, stored in one PropertyGroup at ``Scene.occupancy``."""
+"""Settings saved in the .blend: the panel's choices (``Scene.occupancy``) and, on every result
+object, how it was made and at which threshold (``Object.occupancy``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import bpy
-from bpy.props import FloatProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from .inputs import MODES
+
+AUTO_MODEL = "AUTO"
+RESOLUTIONS = [
+    ("32", "32", "Coarsest grid: fastest"),
+    ("64", "64", ""),
+    ("128", "128", "The default grid"),
+    ("256", "256", "Fine details; slower and needs more memory"),
+    ("512", "512", "Finest grid; slow"),
+]
+
+# Blender keeps only pointers to the strings of dynamic enum items: they must outlive the callback.
+_model_items_alive: list[tuple[str, str, str]] = []
+
+
+def _model_items(self: Any, context: bpy.types.Context | None) -> list[tuple[str, str, str]]:
+    from .settings import available_models  # settings imports the preferences, not this module
+
+    items = [(AUTO_MODEL, "Automatic", "The first installed model for the kind of input")]
+    if context is not None:
+        models, _ = available_models(context)
+        items += [(m.name, m.label, str(m.path)) for m in models]
+    _model_items_alive[:] = items
+    return _model_items_alive
 
 
 class OCC_PG_settings(bpy.types.PropertyGroup):
+    input_mode: EnumProperty(  # type: ignore[valid-type]
+        name="Input", description="What to reconstruct from", items=MODES, default="AUTO"
+    )
+    image: PointerProperty(  # type: ignore[valid-type]
+        name="Image",
+        type=bpy.types.Image,
+        description="A picture to reconstruct from when no image empty is selected",
+    )
+    use_modifiers: BoolProperty(  # type: ignore[valid-type]
+        name="Use Modifiers",
+        description="Read the object as its modifiers leave it (evaluated geometry)",
+        default=True,
+    )
+    model: EnumProperty(  # type: ignore[valid-type]
+        name="Model", description="The network that reconstructs", items=_model_items
+    )
+    resolution: EnumProperty(  # type: ignore[valid-type]
+        name="Resolution",
+        description="Cells per axis of the extraction grid",
+        items=RESOLUTIONS,
+        default="128",
+    )
+    refine: BoolProperty(  # type: ignore[valid-type]
+        name="Refine", description="Move vertices onto the surface with the network's gradient", default=False
+    )
+    refine_steps: IntProperty(name="Steps", default=30, min=1, soft_max=200)  # type: ignore[valid-type]
+    simplify: BoolProperty(  # type: ignore[valid-type]
+        name="Simplify", description="Reduce the number of faces", default=False
+    )
+    simplify_faces: IntProperty(name="Faces", default=20000, min=4, soft_max=500000)  # type: ignore[valid-type]
+    use_model_threshold: BoolProperty(  # type: ignore[valid-type]
+        name="Model's Threshold",
+        description="Use the threshold the model was tuned with",
+        default=True,
+    )
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold",
         description="Occupancy probability at which the surface is extracted",
-        min=0.0,
-        max=1.0,
+        min=0.001,
+        max=0.999,
         default=0.2,  # the value all published Occupancy Network models use
         precision=3,
     )
+    seed: IntProperty(  # type: ignore[valid-type]
+        name="Seed", description="Which shape Generate draws", default=0, min=0
+    )
+
+
+def _threshold_changed(self: OCC_PG_result, context: bpy.types.Context) -> None:
+    from . import preview  # preview uses the operators' machinery, which imports this module
+
+    preview.threshold_changed(self)
+
+
+class OCC_PG_result(bpy.types.PropertyGroup):
+    is_result: BoolProperty(default=False)  # type: ignore[valid-type]
+    source: PointerProperty(  # type: ignore[valid-type]
+        name="Source", type=bpy.types.Object, description="The object this result was reconstructed from"
+    )
+    kind: StringProperty(name="Input Kind")  # type: ignore[valid-type]
+    model: StringProperty(name="Model")  # type: ignore[valid-type]
+    recipe: StringProperty(  # type: ignore[valid-type]
+        name="Recipe", description="The request that made this result (JSON), to make it again"
+    )
+    threshold: FloatProperty(  # type: ignore[valid-type]
+        name="Threshold",
+        description="Occupancy probability of the surface; dragging re-extracts the mesh live",
+        min=0.001,
+        max=0.999,
+        default=0.2,
+        precision=3,
+        update=_threshold_changed,
+    )
+    applied_threshold: FloatProperty(  # type: ignore[valid-type]
+        name="Applied Threshold", description="The threshold of the mesh as it is now", precision=3
+    )
+    field_id: StringProperty()  # type: ignore[valid-type]
+    backend_token: StringProperty()  # type: ignore[valid-type]
 
 
 def scene_settings(scene: bpy.types.Scene) -> OCC_PG_settings:
@@ -23,4 +121,10 @@ def scene_settings(scene: bpy.types.Scene) -> OCC_PG_settings:
     return settings
 
 
-CLASSES = (OCC_PG_settings,)
+def result_settings(obj: bpy.types.Object) -> OCC_PG_result:
+    result = obj.occupancy  # type: ignore[attr-defined]
+    assert isinstance(result, OCC_PG_result)
+    return result
+
+
+CLASSES = (OCC_PG_settings, OCC_PG_result)

@@ -77,6 +77,8 @@ def choose_model(models: Sequence[ModelInfo], name: str | None, kind: str | None
         raise RequestError(protocol.BAD_MESSAGE, "give a 'model' name or a 'kind'")
     if name is not None:
         found = next((m for m in models if m.name == name), None)
+        if found is None and name.endswith(".safetensors"):
+            found = _model_file(name)
         if found is None:
             names = ", ".join(m.name for m in models) or "none"
             raise RequestError(protocol.UNKNOWN_MODEL, f"no model named {name!r}; available: {names}")
@@ -88,6 +90,17 @@ def choose_model(models: Sequence[ModelInfo], name: str | None, kind: str | None
         kinds = ", ".join(sorted({m.kind for m in models})) or "none"
         raise RequestError(protocol.UNKNOWN_MODEL, f"no {kind} model is installed; installed kinds: {kinds}")
     return found
+
+
+def _model_file(path: str) -> ModelInfo:
+    """A checkpoint file given by path (a user's own model, next to the shipped ones)."""
+    from ..checkpoint import CheckpointError, read_meta
+
+    try:
+        meta = read_meta(path)
+    except CheckpointError as e:
+        raise RequestError(protocol.UNKNOWN_MODEL, str(e)) from None
+    return ModelInfo(path, meta.kind, float(meta.tau), path)
 
 
 def observation_from_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> Observation:

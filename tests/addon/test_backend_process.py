@@ -12,7 +12,9 @@ from occupancy_addon.backend_process import (
     BackendCommandError,
     backend_environment,
     backend_version,
+    probe_torch,
     run_backend,
+    serve_arguments,
 )
 
 
@@ -74,3 +76,32 @@ def test_empty_version_output_is_an_error(tmp_path: Path) -> None:
     python = script(tmp_path / "python", "exit 0\n")
     with pytest.raises(BackendCommandError, match="printed nothing"):
         backend_version(python, tmp_path)
+
+
+def test_probe_torch_reports_version_and_devices(repo_root: Path) -> None:
+    import torch
+
+    info = probe_torch(Path(sys.executable), repo_root)
+    assert info.version == torch.__version__ and info.cuda == torch.cuda.is_available()
+    assert info.device_text("cpu") == "CPU"
+    if not info.cuda:
+        assert info.device_text("auto") == "CPU"
+        assert info.device_text("cuda") == "CUDA asked for, but this torch sees no GPU"
+
+
+def test_probe_torch_names_the_import_failure(tmp_path: Path) -> None:
+    python = script(tmp_path / "python", "echo 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    with pytest.raises(BackendCommandError, match="torch cannot be imported with .*No module named torch"):
+        probe_torch(python, tmp_path)
+
+
+def test_serve_arguments() -> None:
+    assert serve_arguments(Path("/w"), "cpu", 256) == [
+        "serve",
+        "--weights-dir",
+        "/w",
+        "--device",
+        "cpu",
+        "--cache-mb",
+        "256",
+    ]

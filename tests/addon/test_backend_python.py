@@ -9,6 +9,7 @@ import pytest
 
 from occupancy_addon.backend_python import (
     ENV_VAR,
+    BackendPython,
     BackendPythonNotFoundError,
     find_backend_python,
     venv_python,
@@ -90,3 +91,19 @@ def test_user_home_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("HOME", str(tmp_path))
     interpreter = make_interpreter(tmp_path / "bin" / "python")
     assert find_backend_python("~/bin/python", {}, []).path == interpreter
+
+
+def test_blender_python_is_the_last_resort(tmp_path: Path, venv_a: Path) -> None:
+    fallback = BackendPython(path=Path(sys.executable), source="Blender's Python")
+    assert find_backend_python("", {}, [tmp_path / "missing"], fallback) == fallback
+    assert find_backend_python("", {}, [venv_a], fallback).path == venv_python(venv_a)
+
+
+def test_blender_python_is_offered_only_with_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from occupancy_addon import backend_python
+
+    monkeypatch.setattr(backend_python, "torch_in_blender_python", lambda: False)
+    assert backend_python.blender_python() is None
+    monkeypatch.setattr(backend_python, "torch_in_blender_python", lambda: True)
+    found = backend_python.blender_python()
+    assert found is not None and found.path == Path(sys.executable)

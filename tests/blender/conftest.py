@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import bpy
 import pytest
@@ -76,3 +77,36 @@ def backend_python_env(monkeypatch: pytest.MonkeyPatch) -> str:
 def blender_user_folder() -> Path:
     """The throwaway folder Blender uses instead of ~/.config/blender."""
     return Path(os.environ["BLENDER_USER_RESOURCES"])
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
+    """A folder with a tiny random model of every kind, written by a separate process so that
+    torch never loads into the process that holds Blender."""
+    folder = tmp_path_factory.mktemp("tiny-weights")
+    script = repo_root / "tests" / "blender" / "make_models.py"
+    subprocess.run([sys.executable, str(script), str(folder)], check=True, cwd=repo_root)
+    return folder
+
+
+@pytest.fixture
+def addon(
+    installed_extension: str, backend_python_env: str, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModuleType]:
+    """The installed add-on's package, its backend running this Python with the tiny models.
+
+    The backend process is stopped when the add-on is uninstalled after the test.
+    """
+    monkeypatch.setenv("OCC_WEIGHTS_DIR", str(tiny_weights))
+    module = sys.modules[installed_extension]
+    yield module
+    module.runtime.shutdown()
+
+
+def shipped_model(kind: str) -> Path:
+    """The shipped model of ``kind`` inside the installed extension; skips the test without it
+    (the shipped weights come from training runs and may not exist yet in a fresh checkout)."""
+    path = user_repo_directory() / EXTENSION_ID / "backend" / "weights" / f"{kind}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"no shipped {kind} model was packed into the extension ({path.name} missing)")
+    return path

@@ -54,20 +54,46 @@ def test_render_preview_shows_the_object(blender_scene_script: ModuleType, tmp_p
 
 
 @pytest.mark.slow
-def test_demo_script_installs_and_checks_the_extension(repo_root: Path, tmp_path: Path) -> None:
+def test_demo_script_reconstructs_exports_and_renders(
+    repo_root: Path, tmp_path: Path, tiny_weights: Path
+) -> None:
+    """The README's demo end to end, small: a tiny model instead of the shipped one (the demo takes
+    any model folder the add-on would), a coarse grid and a small, noisy render."""
     env = {key: value for key, value in os.environ.items() if key != "BLENDER_USER_RESOURCES"}
+    env["OCC_WEIGHTS_DIR"] = str(tiny_weights)
+    command = [sys.executable, str(repo_root / "scripts" / "demo_blender.py"), "--output-dir", str(tmp_path)]
+    options = ["--resolution", "32", "--render-size", "48", "--samples", "2"]
     done = subprocess.run(
-        [sys.executable, str(repo_root / "scripts" / "demo_blender.py"), "--output-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
+        command + options, capture_output=True, text=True, env=env, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "installed and enabled bl_ext.user_default.occupancy_reconstruct" in done.stdout
     assert f"Backend {backend.__version__} runs with {sys.executable}" in done.stdout
+    assert "imported chair_points.ply: 3,000 points" in done.stdout
+    assert "reconstructed 'chair_points.occupancy' in " in done.stdout
+    mesh, image = tmp_path / "chair.obj", tmp_path / "chair.png"
+    assert f"wrote mesh {mesh}" in done.stdout and f"wrote preview {image}" in done.stdout
+    faces = sum(line.startswith("f ") for line in mesh.read_text().splitlines())
+    (count,) = re.findall(r"vertices, ([\d,]+) faces", done.stdout)
+    assert faces == int(count.replace(",", "")) > 0
+    assert Image.open(image).size == (48, 48)
     # the throwaway Blender user folder it announced is gone again
     (user_folder,) = re.findall(r"user folder (\S+)", done.stdout)
     assert "occ-demo-blender-user-" in user_folder
     assert not Path(user_folder).exists()
+
+
+@pytest.mark.slow
+def test_demo_script_says_when_the_model_is_missing(repo_root: Path, tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "BLENDER_USER_RESOURCES"}
+    env["OCC_WEIGHTS_DIR"] = str(tmp_path / "no-models")
+    command = [
+        sys.executable,
+        str(repo_root / "scripts" / "demo_blender.py"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "reconstruction failed: Error: Model missing: no model named 'pointcloud'" in done.stdout
+    assert not (tmp_path / "out").exists()

@@ -58,6 +58,10 @@ def test_check_backend_without_a_backend_python_explains(
     installed_extension: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OCC_BACKEND_PYTHON", raising=False)
+    # Blender's own Python is the last resort when torch is installed there, as it is here
+    monkeypatch.setattr(
+        addon_module(installed_extension).backend_python, "torch_in_blender_python", lambda: False
+    )
     with pytest.raises(RuntimeError, match="no backend Python configured"):
         bpy.ops.occupancy.check_backend()
 

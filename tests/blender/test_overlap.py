@@ -1,0 +1,190 @@
+"""Results of the shipped models overlap their inputs, for each kind of input.
+
+These need the trained weights packed into the extension (backend/weights/<kind>.safetensors); a
+test whose model is not there is skipped and says so. Bounds are compared as boxes (intersection
+over union) and surfaces by sampled distances, relative to the input's size. The bounds are those
+of overlap, not of accuracy: how good the models are is measured by the backend's evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import bpy
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from .conftest import shipped_model
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def shipped(
+    installed_extension: str, backend_python_env: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModuleType]:
+    """The installed add-on using the weights packed into it."""
+    monkeypatch.delenv("OCC_WEIGHTS_DIR", raising=False)
+    module = sys.modules[installed_extension]
+    yield module
+    module.runtime.shutdown()
+
+
+def world_vertices(obj: bpy.types.Object) -> np.ndarray:
+    local = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", local)
+    matrix = np.array(obj.matrix_world)
+    return local.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    lo, hi = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
+    inter = np.prod(np.clip(hi - lo, 0, None))
+    return float(inter / (np.prod(np.ptp(a, 0)) + np.prod(np.ptp(b, 0)) - inter))
+
+
+def distances(source: np.ndarray, result: np.ndarray) -> tuple[float, float]:
+    """Median distance from source samples to the result's vertices and back, over the source's size."""
+    extent = float(np.ptp(source, 0).max())
+    to_result = cKDTree(result).query(source)[0]
+    to_source = cKDTree(source).query(result)[0]
+    return float(np.median(to_result)) / extent, float(np.median(to_source)) / extent
+
+
+def test_point_cloud(shipped: ModuleType) -> None:
+    shipped_model("pointcloud")
+    bpy.ops.wm.ply_import(filepath=str(EXAMPLES / "chair_points.ply"))
+    chair = bpy.context.active_object
+    chair.rotation_euler = (0.0, 0.0, math.radians(30))
+    bpy.context.view_layer.update()
+    assert bpy.ops.occupancy.reconstruct(resolution=64) == {"FINISHED"}
+    result = bpy.context.active_object
+    source, mesh = world_vertices(chair), world_vertices(result)
+    assert box_iou(source, mesh) > 0.5
+    to_result, to_source = distances(source, mesh)
+    assert to_result < 0.08 and to_source < 0.08
+
+
+def voxel_surface_mesh(grid: np.ndarray, size: float) -> bpy.types.Object:
+    """A blocky mesh of the voxels' outer faces with outward normals, as a voxel editor exports it."""
+    quads = []
+    padded = np.pad(grid, 1)
+    for axis in range(3):
+        for step in (-1, 1):
+            exposed = padded & ~np.roll(padded, -step, axis=axis)
+            u, v = [a for a in range(3) if a != axis]
+            for index in np.argwhere(exposed[1:-1, 1:-1, 1:-1]):
+                quad = np.repeat(index[None].astype(np.float64), 4, axis=0)
+                quad[:, axis] += step == 1
+                quad[[1, 2], u] += 1
+                quad[[2, 3], v] += 1
+                if np.cross(quad[1] - quad[0], quad[2] - quad[0])[axis] * step < 0:
+                    quad = quad[::-1]
+                quads.append(quad)
+    corners = np.concatenate(quads) * size
+    mesh = bpy.data.meshes.new("Voxels")
+    mesh.from_pydata(corners.tolist(), [], np.arange(len(corners)).reshape(-1, 4).tolist())
+    obj = bpy.data.objects.new("Voxels", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    return obj
+
+
+def l_shape() -> np.ndarray:
+    """A 32^3 grid of an L-shaped solid: a slab and a pillar (the kind of solid the models learnt)."""
+    axis = (np.arange(32) + 0.5) / 32 - 0.5
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    slab = (np.abs(y) < 0.2) & (z < -0.2)
+    pillar = (x < -0.2) & (np.abs(y) < 0.2)
+    return slab | pillar
+
+
+def test_voxel_mesh(shipped: ModuleType) -> None:
+    shipped_model("voxels")
+    grid = l_shape()
+    obj = voxel_surface_mesh(grid, size=0.05)
+    obj.location = (-2.0, 1.0, 0.0)
+    bpy.context.view_layer.update()
+    # the solid spans the grid's width, so the add-on's 32^3 grid over its bounds is the very same
+    choice = shipped.inputs.detect(bpy.context, obj)
+    assert np.array_equal(shipped.inputs.read(bpy.context, choice).arrays["voxels"], grid)
+    assert bpy.ops.occupancy.reconstruct(resolution=64) == {"FINISHED"}
+    result = bpy.context.active_object
+    assert result.occupancy.kind == "voxels"
+    faces = world_vertices(obj).reshape(-1, 4, 3).mean(axis=1)  # samples of the blocky surface
+    mesh = world_vertices(result)
+    assert box_iou(world_vertices(obj), mesh) > 0.5
+    to_result, to_source = distances(faces, mesh)
+    assert to_result < 0.08 and to_source < 0.08
+
+
+RENDER = """
+import sys
+import numpy as np
+import torch
+from PIL import Image
+from backend.data.render import render
+
+half = torch.tensor([0.4, 0.3, 0.2])  # a box, seen from the model's camera
+
+
+def sdf(p):
+    q = p.abs() - half
+    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+
+
+image = render(sdf, 1, 64, np.random.default_rng(0))[0]
+Image.fromarray(image).save(sys.argv[1])
+"""
+
+
+def test_reference_image(shipped: ModuleType, tmp_path: Path, repo_root: Path) -> None:
+    shipped_model("image")
+    path = tmp_path / "box.png"
+    subprocess.run([sys.executable, "-c", RENDER, str(path)], check=True, cwd=repo_root)
+    image = bpy.data.images.load(str(path))
+    empty = bpy.data.objects.new("Photo", None)
+    empty.empty_display_type = "IMAGE"
+    empty.data = image
+    empty.empty_display_size = 2.0
+    empty.rotation_euler = (math.radians(90), 0.0, 0.0)  # as added in the front view
+    bpy.context.scene.collection.objects.link(empty)
+    bpy.context.view_layer.objects.active = empty
+    bpy.context.view_layer.update()
+    assert bpy.ops.occupancy.reconstruct(resolution=64) == {"FINISHED"}
+    result = bpy.context.active_object
+    to_local = np.array(empty.matrix_world.inverted())
+    points = world_vertices(result) @ to_local[:3, :3].T + to_local[:3, 3]
+    assert len(points) > 100
+    assert points[:, 2].min() > -1e-3  # in front of the picture
+    # the box seen through the camera covers this rectangle of the picture
+    pixels = np.asarray(image.pixels[:], np.float32).reshape(64, 64, 4)[::-1, :, :3]
+    background = pixels[0, 0]
+    ys, xs = np.nonzero(np.abs(pixels - background).max(axis=2) > 0.05)
+    to_picture = 2.0 / 64
+    silhouette = np.array(
+        [
+            [xs.min() * to_picture - 1.0, 1.0 - (ys.max() + 1) * to_picture],
+            [(xs.max() + 1) * to_picture - 1.0, 1.0 - ys.min() * to_picture],
+        ]
+    )
+    projected = np.array([points[:, :2].min(0), points[:, :2].max(0)])
+    inter = np.prod(
+        np.clip(np.minimum(silhouette[1], projected[1]) - np.maximum(silhouette[0], projected[0]), 0, None)
+    )
+    union = np.prod(silhouette[1] - silhouette[0]) + np.prod(projected[1] - projected[0]) - inter
+    assert inter / union > 0.5
+
+
+def test_generate(shipped: ModuleType) -> None:
+    shipped_model("unconditional")
+    assert bpy.ops.occupancy.generate(seed=1, resolution=64) == {"FINISHED"}
+    result = bpy.context.active_object
+    points = world_vertices(result)
+    assert len(points) > 100 and np.abs(points).max() <= 0.55 + 1e-3
