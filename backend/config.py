@@ -31,8 +31,8 @@ class ModelConfig:
     encoder_hidden: int = 128  # PointNet width / latent encoder width
     encoder_width: int = 32  # first-stage channels of the voxel CNN or the ResNet-18
     image_size: int = 64  # input image side for the image model
-    # voxels and images: the decoder also reads the observation at each query point (the grid,
-    # or pixel-aligned image features; see models/local.py); off is the original's global code only
+    # the decoder also reads the observation at each query point (distances to the points, the
+    # grid, or pixel-aligned image features; see models/local.py); off: the original's global code
     local_features: bool = False
 
     def validate(self) -> None:
@@ -45,8 +45,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.z_dim < 0 or self.c_dim < 0:
             raise ConfigError(f"model.z_dim and model.c_dim must be >= 0, got {self.z_dim} and {self.c_dim}")
-        if self.local_features and self.kind not in ("voxels", "image"):
-            raise ConfigError(f"model.local_features applies to voxel and image models, not {self.kind}")
+        if self.local_features and self.kind == "unconditional":
+            raise ConfigError("model.local_features needs an observation; an unconditional model has none")
         if self.local_features and self.decoder != "cbatchnorm":
             raise ConfigError("model.local_features needs decoder = 'cbatchnorm'")
         if self.kind == "unconditional":

@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ModelConfig
 from .decoders import DecoderCBatchNorm, DecoderSimple
 from .encoders import LatentPointNet, ResNet18, ResnetPointNet, VoxelCNN
-from .local import PixelFeatures, VoxelFeatures
+from .local import PixelFeatures, PointFeatures, VoxelFeatures
 
 VOXEL_RES = 32  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
 
@@ -45,7 +45,7 @@ class OccupancyNetwork(nn.Module):
         c_dim: int,
         kind: str = "pointcloud",
         input_size: int = 0,
-        local: VoxelFeatures | PixelFeatures | None = None,
+        local: PointFeatures | VoxelFeatures | PixelFeatures | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -92,12 +92,12 @@ class OccupancyNetwork(nn.Module):
     def encode_local(
         self, inputs: torch.Tensor | None, batch_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (code c, what ``decode`` reads locally as ``obs``: the grid, an image feature map, or None)."""
+        """-> (code c, what ``decode`` reads as ``obs``: points, grid, image feature map, or None)."""
         if isinstance(self.local, PixelFeatures):
             assert isinstance(self.encoder, ResNet18)
             return self.encoder.forward_features(self._check_inputs(inputs))
         c = self.encode(inputs, batch_size)
-        if isinstance(self.local, VoxelFeatures):
+        if isinstance(self.local, PointFeatures | VoxelFeatures):
             return c, self._check_inputs(inputs)
         return c, None
 
@@ -174,9 +174,14 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
         encoder = ResNet18(cfg.c_dim, cfg.encoder_width)
     else:
         encoder = None
-    local: VoxelFeatures | PixelFeatures | None = None
+    local: PointFeatures | VoxelFeatures | PixelFeatures | None = None
     if cfg.local_features:
-        local = VoxelFeatures() if cfg.kind == "voxels" else PixelFeatures(cfg.encoder_width + 3)
+        if cfg.kind == "pointcloud":
+            local = PointFeatures()
+        elif cfg.kind == "voxels":
+            local = VoxelFeatures()
+        else:
+            local = PixelFeatures(cfg.encoder_width + 3)  # first-stage channels + RGB
     point_dim = 3 + (local.dims() if local is not None else 0)
     decoder: nn.Module
     if cfg.decoder == "cbatchnorm":
