@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from . import __version__
+from .allocator import ensure_fast_allocator
 
 # command name -> (module under backend.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,4 +42,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    ensure_fast_allocator(["-m", "backend", *sys.argv[1:]])
     sys.exit(main())

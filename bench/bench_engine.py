@@ -37,14 +37,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MALLOC = {
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
-if any(os.environ.get(k) != v for k, v in MALLOC.items()):
-    # large allocations are slow here without these; they must be set before Python starts
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC})
+from backend.allocator import ensure_fast_allocator  # noqa: E402
+
+ensure_fast_allocator(sys.argv)  # large allocations are slow without it (see backend/allocator.py)
 
 import torch  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402

@@ -35,12 +35,6 @@ from backend import protocol  # noqa: E402
 from backend.protocol import BackendProcess  # noqa: E402
 from occupancy_addon.backend_process import backend_command, backend_environment  # noqa: E402
 
-MALLOC = {
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
-
 
 def tiny_weights(folder: Path) -> str:
     """A randomly initialised point-cloud model (the bench measures transport, not quality)."""
@@ -100,7 +94,7 @@ def main() -> int:
     if args.quick:
         args.repeats = min(args.repeats, 5)
     startup_runs, cancel_runs = (1, 1) if args.quick else (3, 3)
-    env = {**backend_environment(REPO, os.environ), **MALLOC}
+    env = backend_environment(REPO, os.environ)  # the backend sets its allocator up itself
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights_dir or Path(tmp)

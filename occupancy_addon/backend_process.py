@@ -30,11 +30,10 @@ def backend_command(python: Path, args: Sequence[str]) -> list[str]:
     return [str(python), "-m", "backend", *args]
 
 
-def run_backend(python: Path, root: Path, args: Sequence[str], timeout: float) -> str:
-    """Run one short backend command to completion and return its standard output."""
-    command = backend_command(python, args)
+def _run(command: list[str], root: Path, timeout: float, too_slow: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in the backend's environment; starting failures become BackendCommandError."""
     try:
-        done = subprocess.run(
+        return subprocess.run(
             command,
             cwd=root,
             env=backend_environment(root, os.environ),
@@ -44,13 +43,22 @@ def run_backend(python: Path, root: Path, args: Sequence[str], timeout: float) -
             check=False,
         )
     except subprocess.TimeoutExpired as error:
-        raise BackendCommandError(f"{' '.join(command)} did not finish within {timeout:g} s") from error
+        raise BackendCommandError(too_slow) from error
     except OSError as error:
-        raise BackendCommandError(f"cannot start {python}: {error.strerror or error}") from error
+        raise BackendCommandError(f"cannot start {command[0]}: {error.strerror or error}") from error
+
+
+def _last_error(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+def run_backend(python: Path, root: Path, args: Sequence[str], timeout: float) -> str:
+    """Run one short backend command to completion and return its standard output."""
+    command = backend_command(python, args)
+    done = _run(command, root, timeout, f"{' '.join(command)} did not finish within {timeout:g} s")
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit status {done.returncode}"
-        raise BackendCommandError(f"backend command failed with {python}: {reason}")
+        raise BackendCommandError(f"backend command failed with {python}: {_last_error(done)}")
     return done.stdout
 
 
@@ -87,26 +95,11 @@ class TorchInfo:
 
 def probe_torch(python: Path, root: Path, timeout: float = 120.0) -> TorchInfo:
     """Import torch in the backend interpreter and report its version and GPUs."""
-    command = [str(python), "-c", TORCH_PROBE]
-    try:
-        done = subprocess.run(
-            command,
-            cwd=root,
-            env=backend_environment(root, os.environ),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise BackendCommandError(f"importing torch with {python} took more than {timeout:g} s") from error
-    except OSError as error:
-        raise BackendCommandError(f"cannot start {python}: {error.strerror or error}") from error
+    too_slow = f"importing torch with {python} took more than {timeout:g} s"
+    done = _run([str(python), "-c", TORCH_PROBE], root, timeout, too_slow)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        errors = [line for line in done.stderr.splitlines() if line.strip()]
-        reason = errors[-1] if errors else f"exit status {done.returncode}"
-        raise BackendCommandError(f"torch cannot be imported with {python}: {reason}")
+        raise BackendCommandError(f"torch cannot be imported with {python}: {_last_error(done)}")
     info = json.loads(lines[-1])
     return TorchInfo(str(info["torch"]), bool(info["cuda"]), tuple(str(n) for n in info["gpus"]))
 

@@ -23,11 +23,6 @@ from backend.engine.types import InputError, Observation, ReconstructOptions
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-MALLOC = {
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
 
 
 def digest(path: Path) -> str:
@@ -35,7 +30,7 @@ def digest(path: Path) -> str:
 
 
 def run_backend(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **MALLOC, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "backend", *args],
         cwd=REPO,
@@ -303,7 +298,7 @@ def test_reconstruct_command_shows_a_progress_bar_on_a_terminal(engine_weights: 
     # a terminal of 24 x 80 characters (a new pseudo-terminal has no size, and tqdm draws nothing on it)
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     out = tmp_path / "chair.ply"
-    env = {**os.environ, **MALLOC, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = ["reconstruct", str(EXAMPLES / "chair_points.ply"), "-o", str(out), "--resolution", "64"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "backend", *args, "--weights-dir", str(engine_weights), "--device", "cpu"],

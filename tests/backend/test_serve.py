@@ -23,16 +23,12 @@ import numpy as np
 import pytest
 
 from backend import protocol
+from backend.allocator import ALLOCATOR_ENV, OPT_OUT
 from backend.protocol import BackendError, BackendProcess, FrameReader, Message
 from occupancy_addon.backend_process import backend_command, backend_environment
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_PAYLOAD_MB = 2.0
-MALLOC = {  # large allocations are slow on the test machine without these
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +44,7 @@ def serve_argv(weights: Path, *extra: str) -> list[str]:
 
 
 def serve_env() -> dict[str, str]:
-    return {**backend_environment(REPO, os.environ), **MALLOC}
+    return backend_environment(REPO, os.environ)
 
 
 def start(weights: Path, *extra: str) -> BackendProcess:
@@ -453,8 +449,8 @@ def test_out_of_memory_is_reported_and_serving_goes_on(weights_dir: Path) -> Non
     """
     import resource
 
-    plain = {k: v for k, v in os.environ.items() if k not in MALLOC}
-    env = backend_environment(REPO, plain)
+    plain = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    env = {**backend_environment(REPO, plain), OPT_OUT: "1"}
     client = BackendProcess(serve_argv(weights_dir, "--max-payload-mb", "256"), cwd=REPO, env=env)
     try:
         client.wait_ready(60)
