@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def save_weights(path: str | Path, model: OccupancyNetwork, meta: ModelMeta, hal
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(asdict(meta))}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=header)
+    os.chmod(tmp, 0o644)  # a model file is for everyone to read, like any other installed file
     tmp.replace(path)
 
 

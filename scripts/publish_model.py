@@ -28,10 +28,17 @@ OBSERVATION = {
 }
 
 
-def _table(rows: dict[str, Any]) -> str:
-    lines = ["| metric | value |", "| --- | --- |"]
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _table(rows: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """Metric table; ``baseline`` (the voxel model's input grid) adds a column."""
+    head = "| metric | model |" + (" input voxels |" if baseline else "")
+    lines = [head, "| --- | --- |" + (" --- |" if baseline else "")]
     for k, v in rows.items():
-        lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+        extra = f" {_fmt(baseline.get(k))} |" if baseline else ""
+        lines.append(f"| {k} | {_fmt(v)} |{extra}")
     return "\n".join(lines)
 
 
@@ -74,14 +81,19 @@ def model_card(name: str, meta: Any, n_params: int, size_mb: float, evaluation: 
         "| IoU | " + " | ".join(f"{v:.3f}" for v in val.values()) + " |",
     ]
     if evaluation is not None:
+        settings = {k: v for k, v in evaluation.get("settings", {}).items() if k != "data_dir"}
         card += [
             "",
             "## Test set (`python -m backend evaluate`)",
             "",
-            f"Settings: {json.dumps(evaluation.get('settings', {}))}",
+            f"Settings: {json.dumps(settings)}. Distances are in units of the unit cube's edge"
+            " (the paper's Chamfer figures are 10x these).",
             "",
-            _table(evaluation.get("mean", {})),
+            _table(evaluation.get("mean", {}), evaluation.get("input_voxels_mean")),
         ]
+        extra = {k: v for k, v in evaluation.items() if k in ("empty_meshes", "seconds_per_shape")}
+        if extra:
+            card += ["", ", ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in extra.items()) + "."]
     return "\n".join(card) + "\n"
 
 
