@@ -74,7 +74,13 @@ def model_card(name: str, meta: Any, n_params: int, size_mb: float, evaluation: 
         "",
         "## Validation (model selection)",
         "",
-        f"Best validation IoU: {meta.metrics.get('val_iou')}.",
+        f"Best validation IoU: {meta.metrics.get('val_iou')}."
+        + (
+            " (For this model it scores a random sample of the prior against each validation shape:"
+            " it only tracks whether samples have a plausible size, and tau maximises it.)"
+            if meta.kind == "unconditional"
+            else ""
+        ),
         "",
         "| tau | " + " | ".join(val) + " |",
         "| --- |" + " --- |" * len(val),
@@ -89,9 +95,11 @@ def model_card(name: str, meta: Any, n_params: int, size_mb: float, evaluation: 
             f"Settings: {json.dumps(settings)}. Distances are in units of the unit cube's edge"
             " (the paper's Chamfer figures are 10x these).",
             "",
-            _table(evaluation.get("mean", {}), evaluation.get("input_voxels_mean")),
         ]
-        extra = {k: v for k, v in evaluation.items() if k in ("empty_meshes", "seconds_per_shape")}
+        if evaluation.get("mean"):
+            card += [_table(evaluation["mean"], evaluation.get("input_voxels_mean"))]
+        keys = ("closed_fraction", "empty_meshes", "seconds_per_shape")
+        extra = {k: v for k, v in evaluation.items() if k in keys}
         if extra:
             card += ["", ", ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in extra.items()) + "."]
     return "\n".join(card) + "\n"
