@@ -455,11 +455,16 @@ def test_out_of_memory_is_reported_and_serving_goes_on(weights_dir: Path) -> Non
     try:
         client.wait_ready(60)
         client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 32}).wait(60)
-        cap = status_bytes(client.pid, "VmData") + 16 * 2**20  # far too little for a 256^3 grid's work
+        # the process warms up in the background after ready: cap only once its memory has settled
+        settled, before = time.monotonic() + 30, -1
+        while (now := status_bytes(client.pid, "VmData")) != before and time.monotonic() < settled:
+            before = now
+            time.sleep(0.5)
+        cap = now + 16 * 2**20  # far too little for a 512^3 grid's work
         soft, hard = resource.prlimit(client.pid, resource.RLIMIT_DATA)
         resource.prlimit(client.pid, resource.RLIMIT_DATA, (cap, hard))
 
-        in_engine = fail(client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 256}))
+        in_engine = fail(client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 512}))
         assert in_engine.code == protocol.OUT_OF_MEMORY and "out of memory" in in_engine.message
         in_reader = fail(client.echo(None, {"big": np.ones(2**24, np.float32)}))  # 64 MiB
         assert in_reader.code == protocol.OUT_OF_MEMORY and "'big'" in in_reader.message
