@@ -42,7 +42,9 @@ def _table(rows: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def model_card(name: str, meta: Any, n_params: int, size_mb: float, evaluation: dict[str, Any] | None) -> str:
+def model_card(
+    name: str, meta: Any, n_params: int, size_mb: float, evaluation: dict[str, Any] | None, note: str = ""
+) -> str:
     t = meta.training
     data = t.get("data", {})
     observation = OBSERVATION[meta.kind].format(n_points=data.get("n_points", 300), noise=data.get("noise"))
@@ -69,6 +71,7 @@ def model_card(name: str, meta: Any, n_params: int, size_mb: float, evaluation: 
         f" (batch {t.get('batch_size')} shapes x {t.get('query_points')} query points),"
         f" Adam, cosine learning-rate decay. Wall time: {t.get('wall_time_min')} min on {t.get('device')}"
         " (a 2-core CPU, 1 torch thread).",
+        *([f"- {note}"] if note else []),
         f"- Reproduce: `python -m backend train backend/configs/{name}.toml`"
         f" then `python scripts/publish_model.py runs/{name} --name {name}`.",
         "",
@@ -113,6 +116,7 @@ def main() -> int:
     parser.add_argument("--name", required=True, help="published model name (file stem)")
     parser.add_argument("--eval", type=Path, help="JSON written by `python -m backend evaluate --json`")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--note", default="", help="a remark on how the run went, for the card")
     args = parser.parse_args()
 
     model, meta = load_checkpoint(args.run / "best.safetensors")
@@ -124,7 +128,7 @@ def main() -> int:
     out = args.weights_dir / f"{args.name}.safetensors"
     save_weights(out, model, meta)
     n_params = sum(p.numel() for p in model.parameters())
-    card = model_card(args.name, meta, n_params, out.stat().st_size / 1e6, evaluation)
+    card = model_card(args.name, meta, n_params, out.stat().st_size / 1e6, evaluation, args.note)
     (args.weights_dir / f"{args.name}.md").write_text(card)
     print(f"published {out} and {out.with_suffix('.md')}")
     return 0
