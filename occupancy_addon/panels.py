@@ -45,12 +45,18 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines or [""]
 
 
-class OCC_PT_reconstruct(bpy.types.Panel):
+class _SidebarTab:
+    """Where every panel of the add-on lives: the 3D Viewport's sidebar, tab "Reconstruct"."""
+
+    # typed Any: the stubs declare these as enum literals that a mixin cannot restate
+    bl_space_type: Any = "VIEW_3D"
+    bl_region_type: Any = "UI"
+    bl_category = "Reconstruct"
+
+
+class OCC_PT_reconstruct(_SidebarTab, bpy.types.Panel):
     bl_idname = "OCC_PT_reconstruct"
     bl_label = "Occupancy Reconstruct"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Reconstruct"
 
     def draw(self, context: bpy.types.Context) -> None:
         layout, scene = self.layout, context.scene
@@ -127,14 +133,11 @@ def _set_options(op: Any, settings: OCC_PG_settings) -> None:
     op.threshold = 0.0 if settings.use_model_threshold else settings.threshold
 
 
-class OCC_PT_threshold(bpy.types.Panel):
+class OCC_PT_threshold(_SidebarTab, bpy.types.Panel):
     """The live threshold of the active result."""
 
     bl_idname = "OCC_PT_threshold"
     bl_label = "Result"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Reconstruct"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -152,12 +155,9 @@ class OCC_PT_threshold(bpy.types.Panel):
         layout.label(text=f"Model: {result.model}", icon="BLANK1")
 
 
-class OCC_PT_generate(bpy.types.Panel):
+class OCC_PT_generate(_SidebarTab, bpy.types.Panel):
     bl_idname = "OCC_PT_generate"
     bl_label = "Generate"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Reconstruct"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -178,12 +178,9 @@ class OCC_PT_generate(bpy.types.Panel):
         _set_options(op, settings)
 
 
-class OCC_PT_backend(bpy.types.Panel):
+class OCC_PT_backend(_SidebarTab, bpy.types.Panel):
     bl_idname = "OCC_PT_backend"
     bl_label = "Backend"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Reconstruct"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
