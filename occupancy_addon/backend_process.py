@@ -62,24 +62,6 @@ def run_backend(python: Path, root: Path, args: Sequence[str], timeout: float) -
     return done.stdout
 
 
-def backend_version(python: Path, root: Path, timeout: float = 60.0) -> str:
-    """Version string that ``python -m backend --version`` reports."""
-    words = run_backend(python, root, ["--version"], timeout).split()
-    if not words:
-        raise BackendCommandError(f"python -m backend --version printed nothing with {python}")
-    return words[-1]
-
-
-# Run in the backend interpreter: report torch's version and the devices it can use, as JSON.
-TORCH_PROBE = """
-import json
-import torch
-cuda = torch.cuda.is_available()
-names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-print(json.dumps({"torch": torch.__version__, "cuda": cuda, "gpus": names}))
-"""
-
-
 @dataclass(frozen=True)
 class TorchInfo:
     version: str
@@ -93,15 +75,28 @@ class TorchInfo:
         return f"CUDA ({self.gpus[0]})" if self.gpus else "CUDA"
 
 
-def probe_torch(python: Path, root: Path, timeout: float = 120.0) -> TorchInfo:
-    """Import torch in the backend interpreter and report its version and GPUs."""
-    too_slow = f"importing torch with {python} took more than {timeout:g} s"
-    done = _run([str(python), "-c", TORCH_PROBE], root, timeout, too_slow)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise BackendCommandError(f"torch cannot be imported with {python}: {_last_error(done)}")
-    info = json.loads(lines[-1])
-    return TorchInfo(str(info["torch"]), bool(info["cuda"]), tuple(str(n) for n in info["gpus"]))
+@dataclass(frozen=True)
+class BackendInfo:
+    version: str  # the backend package's
+    torch: TorchInfo
+
+
+def probe_backend(python: Path, root: Path, timeout: float = 120.0) -> BackendInfo:
+    """Run ``python -m backend info``: the backend's version, and torch's version and GPUs as the
+    backend interpreter sees them (torch is imported there, never in Blender)."""
+    lines = [
+        line for line in run_backend(python, root, ["info"], timeout).splitlines() if line.startswith("{")
+    ]
+    if not lines:
+        raise BackendCommandError(f"python -m backend info printed nothing with {python}")
+    try:
+        info = json.loads(lines[-1])
+        torch = TorchInfo(str(info["torch"]), bool(info["cuda"]), tuple(str(n) for n in info["gpus"]))
+        return BackendInfo(str(info["backend"]), torch)
+    except (ValueError, KeyError, TypeError) as error:
+        raise BackendCommandError(
+            f"python -m backend info gave an unreadable answer with {python}"
+        ) from error
 
 
 def serve_arguments(weights_dir: Path, device: str, cache_mb: int) -> list[str]:

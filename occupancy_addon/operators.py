@@ -20,7 +20,7 @@ from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import preview, runtime, settings, storage
 from .backend_link import BackendMissingError, backend_root
-from .backend_process import BackendCommandError, backend_version, probe_torch
+from .backend_process import BackendCommandError, probe_backend
 from .backend_python import BackendPythonNotFoundError
 from .inputs import MODES
 from .installer import InstallJob, install_steps
@@ -331,18 +331,17 @@ class OCC_OT_check_backend(bpy.types.Operator):
         try:
             python = settings.resolve_backend_python(context)
             root = backend_root()
-            version = backend_version(python.path, root)
-            torch = probe_torch(python.path, root)
+            info = probe_backend(python.path, root)
         except (BackendPythonNotFoundError, BackendMissingError, BackendCommandError) as error:
             runtime.status.torch_error = str(error)
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        runtime.status.torch = torch
+        runtime.status.torch = torch = info.torch
         preferences = addon_preferences(context)
         device = torch.device_text(preferences.device if preferences else "auto")
         self.report(
             {"INFO"},
-            f"Backend {version} runs with {python.path} (from {python.source}): "
+            f"Backend {info.version} runs with {python.path} (from {python.source}): "
             f"torch {torch.version}, {device}",
         )
         return {"FINISHED"}

@@ -11,8 +11,7 @@ import backend
 from occupancy_addon.backend_process import (
     BackendCommandError,
     backend_environment,
-    backend_version,
-    probe_torch,
+    probe_backend,
     run_backend,
     serve_arguments,
 )
@@ -33,23 +32,32 @@ def test_environment_replaces_python_path_and_drops_python_home(tmp_path: Path) 
     assert env["HOME"] == "/h"
 
 
-def test_version_of_the_repository_backend(repo_root: Path) -> None:
-    assert backend_version(Path(sys.executable), repo_root) == backend.__version__
+def test_probe_reports_the_backend_torch_and_devices(repo_root: Path) -> None:
+    import torch
+
+    info = probe_backend(Path(sys.executable), repo_root)
+    assert info.version == backend.__version__
+    assert info.torch.version == torch.__version__ and info.torch.cuda == torch.cuda.is_available()
+    assert info.torch.device_text("cpu") == "CPU"
+    if not info.torch.cuda:
+        assert info.torch.device_text("auto") == "CPU"
+        assert info.torch.device_text("cuda") == "CUDA asked for, but this torch sees no GPU"
 
 
 def test_backend_is_taken_from_the_given_root(tmp_path: Path) -> None:
     """A copied backend (as inside the installed extension) is the one that runs."""
     (tmp_path / "backend").mkdir()
-    (tmp_path / "backend" / "__main__.py").write_text("print('python -m backend 9.9.9')\n")
+    answer = '{"backend": "9.9.9", "torch": "0.0", "cuda": false, "gpus": []}'
+    (tmp_path / "backend" / "__main__.py").write_text(f"print({answer!r})\n")
     (tmp_path / "backend" / "__init__.py").write_text("")
-    assert backend_version(Path(sys.executable), tmp_path) == "9.9.9"
+    assert probe_backend(Path(sys.executable), tmp_path).version == "9.9.9"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
 def test_failure_reports_the_last_error_line(tmp_path: Path) -> None:
     python = script(tmp_path / "python", "echo first >&2\necho 'No module named torch' >&2\nexit 3\n")
     with pytest.raises(BackendCommandError, match="No module named torch"):
-        backend_version(python, tmp_path)
+        probe_backend(python, tmp_path)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
@@ -72,27 +80,22 @@ def test_interpreter_that_cannot_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
-def test_empty_version_output_is_an_error(tmp_path: Path) -> None:
+def test_empty_or_unreadable_output_is_an_error(tmp_path: Path) -> None:
     python = script(tmp_path / "python", "exit 0\n")
     with pytest.raises(BackendCommandError, match="printed nothing"):
-        backend_version(python, tmp_path)
+        probe_backend(python, tmp_path)
+    python = script(tmp_path / "python", "echo '{\"backend\": 1}'\n")
+    with pytest.raises(BackendCommandError, match="unreadable answer"):
+        probe_backend(python, tmp_path)
 
 
-def test_probe_torch_reports_version_and_devices(repo_root: Path) -> None:
-    import torch
-
-    info = probe_torch(Path(sys.executable), repo_root)
-    assert info.version == torch.__version__ and info.cuda == torch.cuda.is_available()
-    assert info.device_text("cpu") == "CPU"
-    if not info.cuda:
-        assert info.device_text("auto") == "CPU"
-        assert info.device_text("cuda") == "CUDA asked for, but this torch sees no GPU"
-
-
-def test_probe_torch_names_the_import_failure(tmp_path: Path) -> None:
-    python = script(tmp_path / "python", "echo 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
-    with pytest.raises(BackendCommandError, match="torch cannot be imported with .*No module named torch"):
-        probe_torch(python, tmp_path)
+@pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as the interpreter")
+def test_a_backend_without_torch_says_so(repo_root: Path, tmp_path: Path) -> None:
+    """The real ``info`` command in an interpreter where torch cannot be imported."""
+    code = "import sys; sys.modules['torch'] = None; from backend.__main__ import main; sys.exit(main())"
+    python = script(tmp_path / "python", f'shift 2\nexec "{sys.executable}" -c "{code}" "$@"\n')
+    with pytest.raises(BackendCommandError, match="torch cannot be imported"):
+        probe_backend(python, repo_root)
 
 
 def test_serve_arguments() -> None:
