@@ -9,6 +9,7 @@ import pytest
 import trimesh
 
 from occupancy_addon.voxelize import VoxelizeError, cubic_bounds, voxelize
+from tests.voxel_meshes import voxel_quads
 
 
 def centres(bounds: np.ndarray, resolution: int = 32) -> np.ndarray:
@@ -77,25 +78,10 @@ def test_errors_say_what_is_wrong() -> None:
 
 def voxel_faces(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The outer faces of occupied voxels as triangles with outward normals (a voxel editor's mesh)."""
-    vertices, triangles = [], []
-    padded = np.pad(grid, 1)
-    for axis in range(3):
-        for step in (-1, 1):
-            exposed = padded & ~np.roll(padded, -step, axis=axis)
-            u, v = [a for a in range(3) if a != axis]
-            for index in np.argwhere(exposed[1:-1, 1:-1, 1:-1]):
-                corner = index.astype(float)
-                corner[axis] += step == 1
-                quad = np.repeat(corner[None], 4, axis=0)
-                quad[[1, 2], u] += 1
-                quad[[2, 3], v] += 1
-                normal = np.cross(quad[1] - quad[0], quad[2] - quad[0])
-                if normal[axis] * step < 0:
-                    quad = quad[::-1]
-                base = len(vertices) * 4
-                vertices.append(quad)
-                triangles += [[base, base + 1, base + 2], [base, base + 2, base + 3]]
-    return np.concatenate(vertices), np.array(triangles)
+    quads = voxel_quads(grid)
+    base = 4 * np.arange(len(quads))[:, None]
+    triangles = np.concatenate([base + [0, 1, 2], base + [0, 2, 3]], axis=1).reshape(-1, 3)
+    return quads.reshape(-1, 3), triangles
 
 
 def test_a_voxel_mesh_gives_back_its_own_grid(repo_root: Path) -> None:

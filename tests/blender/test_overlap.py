@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from tests.voxel_meshes import voxel_quads
+
 from .conftest import shipped_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -73,21 +75,7 @@ def test_point_cloud(shipped: ModuleType) -> None:
 
 def voxel_surface_mesh(grid: np.ndarray, size: float) -> bpy.types.Object:
     """A blocky mesh of the voxels' outer faces with outward normals, as a voxel editor exports it."""
-    quads = []
-    padded = np.pad(grid, 1)
-    for axis in range(3):
-        for step in (-1, 1):
-            exposed = padded & ~np.roll(padded, -step, axis=axis)
-            u, v = [a for a in range(3) if a != axis]
-            for index in np.argwhere(exposed[1:-1, 1:-1, 1:-1]):
-                quad = np.repeat(index[None].astype(np.float64), 4, axis=0)
-                quad[:, axis] += step == 1
-                quad[[1, 2], u] += 1
-                quad[[2, 3], v] += 1
-                if np.cross(quad[1] - quad[0], quad[2] - quad[0])[axis] * step < 0:
-                    quad = quad[::-1]
-                quads.append(quad)
-    corners = np.concatenate(quads) * size
+    corners = voxel_quads(grid).reshape(-1, 3) * size
     mesh = bpy.data.meshes.new("Voxels")
     mesh.from_pydata(corners.tolist(), [], np.arange(len(corners)).reshape(-1, 4).tolist())
     obj = bpy.data.objects.new("Voxels", mesh)
