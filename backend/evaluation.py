@@ -138,8 +138,9 @@ class Report:
             out["samples"] = [asdict(s) for s in self.samples]
             return out
         out["mean"] = self.mean()
-        if self.baseline_mean() is not None:
-            out["input_voxels_mean"] = self.baseline_mean()
+        baseline = self.baseline_mean()
+        if baseline is not None:
+            out["input_voxels_mean"] = baseline
         out["empty_meshes"] = sum(s.faces == 0 for s in self.shapes)
         out["seconds_per_shape"] = float(np.mean([s.seconds for s in self.shapes])) if self.shapes else 0.0
         out["shapes"] = [asdict(s) for s in self.shapes]

@@ -66,7 +66,8 @@ def print_report(report: Any, per_shape: bool) -> None:
             f"samples are non-empty closed meshes ({100 * report.closed_fraction():.1f}%)"
         )
         return
-    baseline = report.baseline_mean() is not None
+    baseline_mean = report.baseline_mean()
+    baseline = baseline_mean is not None
     head = ["shape", *[t for _, t in COLUMNS]]
     if baseline:
         head += [f"input {t}" for _, t in COLUMNS]
@@ -87,7 +88,7 @@ def print_report(report: Any, per_shape: bool) -> None:
     print(_row(mean_head, mean_widths))
     rows = [("model", report.mean())]
     if baseline:
-        rows.append(("input voxels", report.baseline_mean()))
+        rows.append(("input voxels", baseline_mean))
     for label, m in rows:
         print(
             _row([label, *_metric_cells(m), f"{m['accuracy']:.4f}", f"{m['completeness']:.4f}"], mean_widths)

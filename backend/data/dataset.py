@@ -116,14 +116,24 @@ class ShapePool:
     def __len__(self) -> int:
         return int(self.surface.shape[0])
 
-    def frame(self, idx: torch.Tensor, views: torch.Tensor | None) -> Frame | None:
-        """The prediction frame: the unit cube (None), or the camera frame of the given views."""
+    def frame(
+        self, idx: torch.Tensor, views: torch.Tensor | None, shapes: ShapeSet | None = None
+    ) -> Frame | None:
+        """The prediction frame: the unit cube (None), or the camera frame of the given views.
+
+        ``shapes``: ``self._csg().select(idx)`` when the caller already has it.
+        """
         if views is None:
             return None
-        shapes = self._csg().select(idx)
+        shapes = self._csg().select(idx) if shapes is None else shapes
         return Frame.view(
             shapes, self.view_rot[idx, views], self.view_center[idx, views], self.view_scale[idx, views]
         )
+
+    def _occupancy(self, points: torch.Tensor, idx: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
+        """Exact occupancy (B, M) of prediction-frame points for shapes ``idx``."""
+        shapes = self._csg().select(idx)
+        return shapes.occupancy(points, self.frame(idx, views, shapes))
 
     def to_frame(self, p_unit: torch.Tensor, idx: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
         """Map unit-frame points (B, M, 3) into the prediction frame."""
@@ -181,8 +191,7 @@ class ShapePool:
             b, n_near, 3, generator=gen
         )
         points = torch.cat([uniform, near], dim=1)
-        occ = self._csg().select(idx).occupancy(points, self.frame(idx, views))
-        return Batch(inputs, points, occ)
+        return Batch(inputs, points, self._occupancy(points, idx, views))
 
     def uniform_labelled(
         self, idx: torch.Tensor, n: int, padding: float, gen: torch.Generator, views: torch.Tensor | None
@@ -196,7 +205,7 @@ class ShapePool:
             return self.queries.uniform[idx, :n].float(), self.queries.uniform_occ[idx, :n].float()
         half = 0.5 * (1 + padding)
         pts = (torch.rand(len(idx), n, 3, generator=gen) * 2 - 1) * half
-        return pts, self._csg().select(idx).occupancy(pts, self.frame(idx, views))
+        return pts, self._occupancy(pts, idx, views)
 
 
 def validation_set(
