@@ -106,17 +106,21 @@ class ResNet18(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(c_in, c_dim)
 
+    def _stages(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the first stage's output, the last stage's output)."""
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        first = self.stages[0](self.stem((images - mean) / std))
+        return first, self.stages[1:](first)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(images)[0]
+        return self.fc(self._stages(images)[1].mean(dim=(2, 3)))
 
     def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (code c (B, c_dim), feature map (B, width + 3, H/4, W/4): the first stage's output and
         the image itself at that size), the latter for pixel-aligned local features."""
-        mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        first = self.stages[0](self.stem((images - mean) / std))
-        x = self.stages[1:](first)
-        small = F.adaptive_avg_pool2d(images, first.shape[-2:]) - 0.5
-        return self.fc(x.mean(dim=(2, 3))), torch.cat([first, small], 1)
+        first, last = self._stages(images)
+        small = F.adaptive_avg_pool2d(images, (first.shape[-2], first.shape[-1])) - 0.5
+        return self.fc(last.mean(dim=(2, 3))), torch.cat([first, small], 1)
 
 
 class LatentPointNet(nn.Module):
