@@ -85,15 +85,16 @@ def extract_mesh(
 
         return field.evaluate(grid.to_unit(points), update, cancel)
 
+    threshold = logit(tau)
     t0 = time.perf_counter()
     report("evaluate", 0.0)
-    surface = find_surface_cells(grid, values, evaluate, logit(tau), cancel)
+    surface = find_surface_cells(grid, values, evaluate, threshold, cancel)
     report("evaluate", 1.0)
     t1 = time.perf_counter()
     timings["evaluate"] = t1 - t0
     report("marching_cubes", 0.0)
     lattice_vertices, faces = march_surface_cells(
-        values, surface.cells, grid.resolution, logit(tau), lambda f: report("marching_cubes", f), cancel
+        values, surface.cells, grid.resolution, threshold, lambda f: report("marching_cubes", f), cancel
     )
     vertices = grid.to_unit(lattice_vertices)
     report("marching_cubes", 1.0)
@@ -135,7 +136,11 @@ def extract_mesh(
     if options.normals:
         report("normals", 0.0)
         normals = vertex_normals(
-            field, vertices, lambda f: report("normals", f), cancel, fallback=_mesh_normals(vertices, faces)
+            field,
+            vertices,
+            lambda f: report("normals", f),
+            cancel,
+            fallback=lambda: _mesh_normals(vertices, faces),
         )
         report("normals", 1.0)
         timings["normals"] = time.perf_counter() - t2

@@ -106,11 +106,12 @@ def vertex_normals(
     vertices: np.ndarray,
     progress: FractionFn | None = None,
     cancel: CancelFn | None = None,
-    fallback: np.ndarray | None = None,
+    fallback: Callable[[], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Unit outward normals from the field: the normalised negative gradient of the logits.
 
-    Where the gradient vanishes, ``fallback`` (e.g. the mesh's own normals) is used.
+    Where the gradient vanishes, the normals ``fallback()`` returns (e.g. the mesh's own) are used;
+    it is called only then.
     """
     out = np.zeros((len(vertices), 3), np.float32)
     for start in range(0, len(vertices), NORMAL_CHUNK):
@@ -126,5 +127,5 @@ def vertex_normals(
     flat = norm[:, 0] < 1e-12
     out = out / np.maximum(norm, 1e-12)
     if fallback is not None and flat.any():
-        out[flat] = fallback[flat]
+        out[flat] = fallback()[flat]
     return out.astype(np.float32)
