@@ -50,6 +50,27 @@ def _print_progress(stage: str | None, fraction: float) -> None:
     print(f"Occupancy Reconstruct: {describe(stage, fraction)}", flush=True)
 
 
+def _end_modal(context: bpy.types.Context, timer: Any) -> None:
+    """Remove the timer, the progress bar and the status text that a modal run put up."""
+    if context.window_manager is not None:
+        context.window_manager.event_timer_remove(timer)
+        context.window_manager.progress_end()
+    if context.workspace is not None:
+        context.workspace.status_text_set(None)
+
+
+def _recipe(op: Any, kind: str, **extra: Any) -> Recipe:
+    """A recipe from the options Reconstruct and Generate share, plus ``extra``."""
+    return Recipe(
+        kind=kind,
+        model=op.model,
+        resolution=op.resolution,
+        refine_steps=op.refine_steps,
+        simplify_faces=op.simplify_faces,
+        **extra,
+    )
+
+
 class _BackendTask(bpy.types.Operator):
     """What Reconstruct and Generate share: start a request, wait for it (modal or blocking),
     then build the result. Subclasses provide ``_plan`` and ``_label``."""
@@ -93,6 +114,7 @@ class _BackendTask(bpy.types.Operator):
     def _start(self, context: bpy.types.Context) -> Job:
         if runtime.task is not None:
             raise UserError(f"Busy: {runtime.task.label}. Wait for it or press Cancel")
+        check_options(self.resolution, self.refine_steps, self.simplify_faces, self.threshold)
         plan = self._plan(context)
         threshold = float(self.threshold)
         job = send(context, plan, threshold if threshold > 0 else None)
@@ -164,12 +186,7 @@ class _BackendTask(bpy.types.Operator):
         if not self._job.done():
             self._show_progress(context)
             return {"PASS_THROUGH"}
-        wm = context.window_manager
-        assert wm is not None
-        wm.event_timer_remove(self._timer)
-        wm.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+        _end_modal(context, self._timer)
         result = self._conclude(context)
         _redraw_panels(context)
         return result
@@ -179,11 +196,7 @@ class _BackendTask(bpy.types.Operator):
         if runtime.task is not None and runtime.task.job is self._job:
             runtime.request_cancel()
             runtime.task = None
-        if context.window_manager is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            context.window_manager.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+        _end_modal(context, self._timer)
 
     def _show_progress(self, context: bpy.types.Context) -> None:
         stage, fraction = self._job.progress
@@ -214,7 +227,6 @@ class OCC_OT_reconstruct(_BackendTask):
     )
 
     def _plan(self, context: bpy.types.Context) -> Plan:
-        check_options(self.resolution, self.refine_steps, self.simplify_faces, self.threshold)
         if self.object:
             obj = bpy.data.objects.get(self.object)
             if obj is None:
@@ -228,15 +240,7 @@ class OCC_OT_reconstruct(_BackendTask):
                 raise UserError(f"No image named '{self.image}'")
         elif context.scene is not None:
             image = scene_settings(context.scene).image
-        recipe = Recipe(
-            kind="",
-            model=self.model,
-            resolution=self.resolution,
-            refine_steps=self.refine_steps,
-            simplify_faces=self.simplify_faces,
-            input_mode=self.input_mode,
-            use_modifiers=self.use_modifiers,
-        )
+        recipe = _recipe(self, "", input_mode=self.input_mode, use_modifiers=self.use_modifiers)
         return plan_reconstruction(context, obj, recipe, image)
 
     def _label(self, plan: Plan) -> str:
@@ -252,16 +256,7 @@ class OCC_OT_generate(_BackendTask):
     seed: IntProperty(name="Seed", description="Which shape to draw", default=0, min=0)  # type: ignore[valid-type]
 
     def _plan(self, context: bpy.types.Context) -> Plan:
-        check_options(self.resolution, self.refine_steps, self.simplify_faces, self.threshold)
-        recipe = Recipe(
-            kind="unconditional",
-            model=self.model,
-            resolution=self.resolution,
-            refine_steps=self.refine_steps,
-            simplify_faces=self.simplify_faces,
-            seed=self.seed,
-        )
-        return plan_generation(context, recipe)
+        return plan_generation(context, _recipe(self, "unconditional", seed=self.seed))
 
     def _label(self, plan: Plan) -> str:
         return f"Generating shape {plan.recipe.seed}"
@@ -279,11 +274,12 @@ class OCC_OT_set_threshold(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
         obj = bpy.data.objects.get(self.object) if self.object else context.active_object
-        if obj is None or not result_settings(obj).is_result:
+        result = result_settings(obj) if obj is not None else None
+        if result is None or not result.is_result:
             self.report({"ERROR"}, "Select a reconstructed object to change its threshold")
             return {"CANCELLED"}
         runtime.clear_error()
-        result_settings(obj).threshold = self.threshold
+        result.threshold = self.threshold
         preview.flush()  # blocking here: a script expects the new mesh when this returns
         if runtime.status.error:
             self.report({"ERROR"}, runtime.status.error)

@@ -11,7 +11,7 @@ from . import runtime, storage
 from .backend_link import BackendMissingError, backend_root
 from .backend_python import BackendPython, BackendPythonNotFoundError, blender_python, find_backend_python
 from .model_files import ModelFile, from_ready, list_checkpoints, list_models, shipped_weights_dir
-from .preferences import OCC_AddonPreferences, addon_preferences
+from .preferences import addon_preferences
 from .service import BackendConfig, UserError
 
 DEFAULT_CACHE_MB = 512
@@ -30,10 +30,6 @@ def resolve_backend_python(context: bpy.types.Context) -> BackendPython:
     return find_backend_python(preference, os.environ, venvs, blender_python())
 
 
-def _preferences(context: bpy.types.Context) -> OCC_AddonPreferences | None:
-    return addon_preferences(context)
-
-
 def backend_config(context: bpy.types.Context) -> BackendConfig:
     """How to start the backend; UserError when no interpreter is configured."""
     try:
@@ -43,7 +39,7 @@ def backend_config(context: bpy.types.Context) -> BackendConfig:
         raise UserError(f"Backend not configured: {error}") from None
     except BackendMissingError as error:
         raise UserError(f"The extension is incomplete: {error}") from None
-    preferences = _preferences(context)
+    preferences = addon_preferences(context)
     folder = bpy.path.abspath(preferences.models_folder) if preferences else ""
     log_dir = storage.user_dir(__package__, "logs")
     return BackendConfig(
@@ -58,7 +54,7 @@ def backend_config(context: bpy.types.Context) -> BackendConfig:
 
 
 def checkpoint_paths(context: bpy.types.Context) -> list[str]:
-    preferences = _preferences(context)
+    preferences = addon_preferences(context)
     if preferences is None:
         return []
     return [bpy.path.abspath(item.filepath) for item in preferences.checkpoints if item.filepath.strip()]
@@ -66,7 +62,7 @@ def checkpoint_paths(context: bpy.types.Context) -> list[str]:
 
 def available_models(context: bpy.types.Context) -> tuple[list[ModelFile], list[str]]:
     """The shipped models and the user's checkpoint files, with a message per unreadable file."""
-    preferences = _preferences(context)
+    preferences = addon_preferences(context)
     try:
         root = backend_root()
     except BackendMissingError as error:
