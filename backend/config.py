@@ -29,10 +29,12 @@ class ModelConfig:
     c_dim: int = 128  # size of the code c (0 = unconditional)
     z_dim: int = 0  # size of the latent z (0 = deterministic)
     encoder_hidden: int = 128  # PointNet width / latent encoder width
-    encoder_width: int = 32  # first-stage channels of the voxel CNN or the ResNet-18
+    encoder_width: int = 32  # first-stage channels of the voxel CNN, the ResNet-18 or the point U-Net
+    grid_res: int = 32  # the point U-Net's grid (point clouds with local features)
     image_size: int = 64  # input image side for the image model
-    # the decoder also reads the observation at each query point (distances to the points, the
-    # grid, or pixel-aligned image features; see models/local.py); off: the original's global code
+    # the decoder also reads the observation at each query point (a feature grid made from the
+    # points, the voxels, or pixel-aligned image features; see models/local.py); off: the
+    # original's global code
     local_features: bool = False
 
     def validate(self) -> None:
@@ -43,6 +45,8 @@ class ModelConfig:
         for name in ("hidden", "n_blocks", "encoder_hidden", "encoder_width", "image_size"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.grid_res <= 0 or self.grid_res % 8:
+            raise ConfigError(f"model.grid_res must be a positive multiple of 8, got {self.grid_res}")
         if self.z_dim < 0 or self.c_dim < 0:
             raise ConfigError(f"model.z_dim and model.c_dim must be >= 0, got {self.z_dim} and {self.c_dim}")
         if self.local_features and self.kind == "unconditional":

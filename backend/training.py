@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import ModelMeta, save_weights
+from .checkpoint import CheckpointError, ModelMeta, load_checkpoint, save_weights
 from .config import Config
 from .data.dataset import ShapePool, validation_set
 from .data.generate import build_split
@@ -78,6 +78,20 @@ class ResumeError(RuntimeError):
     """A run's saved state cannot be resumed (corrupt, or from a different model)."""
 
 
+def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> None:
+    """Copy a model file's weights into ``model``; ResumeError unless it is the same network."""
+    try:
+        source, meta = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ResumeError(f"cannot start from {path}: {e}") from None
+    if meta.model_config() != cfg.model:
+        raise ResumeError(
+            f"cannot start from {path}: its model config {meta.config} differs from this run's "
+            f"{cfg.to_dict()['model']}"
+        )
+    model.load_state_dict(source.state_dict())
+
+
 def _setup_logging(out_dir: Path) -> None:
     for old in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
         log.removeHandler(old)  # a second run in the same process logs only to its own folder
@@ -88,8 +102,18 @@ def _setup_logging(out_dir: Path) -> None:
     log.setLevel(logging.INFO)
 
 
-def train(cfg: Config, name: str, minutes: float | None = None, data_dir: Path = Path(".data")) -> Path:
-    """Train (or resume) until max_steps or ``minutes`` of wall time; returns the best model's path."""
+def train(
+    cfg: Config,
+    name: str,
+    minutes: float | None = None,
+    data_dir: Path = Path(".data"),
+    init: Path | None = None,
+) -> Path:
+    """Train (or resume) until max_steps or ``minutes`` of wall time; returns the best model's path.
+
+    ``init``: a model file whose weights a new run starts from (fine-tuning); its model config
+    must be the one in ``cfg``. A run that resumes from its own state ignores it.
+    """
     out_dir = Path(cfg.train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(out_dir)
@@ -130,6 +154,9 @@ def train(cfg: Config, name: str, minutes: float | None = None, data_dir: Path =
                 f"cannot resume from {state_path} ({first}); move it away to start this run over"
             ) from None
         log.info("resumed at step %d (best IoU %.4f)", step, best_iou)
+    elif init is not None:
+        _start_from(model, init, cfg)
+        log.info("started from the weights of %s", init)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "model %s: %.2fM parameters, device %s, %d training shapes",

@@ -13,6 +13,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, help="stop after this much wall time (resume later)")
     p.add_argument("--threads", type=int, help="torch threads (overrides the config's train.threads)")
     p.add_argument("--data-dir", type=Path, default=Path(".data"), help="where generated data is cached")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="start a new run from this model file's weights (fine-tuning, e.g. a shipped model on "
+        "your own meshes); its model config must match the config's",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training import ResumeError, train
 
     try:
-        best = train(cfg, args.name or args.config.stem, args.minutes, args.data_dir)
+        best = train(cfg, args.name or args.config.stem, args.minutes, args.data_dir, args.init)
     except ResumeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

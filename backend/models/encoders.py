@@ -1,6 +1,7 @@
 """Encoders: an observation -> a global code c of size c_dim.
 
 - ResnetPointNet: point clouds (B, N, 3).
+- PointGridUNet: point clouds (B, N, 3) -> a code and a feature grid (local features).
 - VoxelCNN: 32^3 occupancy grids (B, 32, 32, 32), indexed [x, y, z].
 - ResNet18: RGB images (B, 3, S, S) in [0, 1]. Written here (no torchvision, no
   downloaded ImageNet weights); the width is a config value.
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ResnetBlockFC
+
+GRID_HALF = 0.55  # PointGridUNet's grid covers the padded box (padding 0.1) around the unit cube
 
 
 def _max_pool(x: torch.Tensor) -> torch.Tensor:
@@ -148,3 +151,61 @@ class LatentPointNet(nn.Module):
         net = self.fc_2(torch.relu(torch.cat([net, _max_pool(net)], dim=2)))
         net = torch.relu(net.max(dim=1).values)
         return self.fc_mean(net), self.fc_logstd(net)
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(c_in, c_out, 3, stride, 1)
+
+
+class PointGridUNet(nn.Module):
+    """Point clouds -> a feature grid and a global code, in the spirit of Convolutional ONets.
+
+    Each point's features (from its position and its offset inside its cell) are averaged into
+    a ``res``^3 grid over the padded box [-GRID_HALF, GRID_HALF]^3. A 3D U-Net (three stride-2
+    levels down to res/8, trilinear upsampling with skip connections back up) spreads the
+    evidence across the volume: whether a cell is inside depends on surface points far away.
+    The decoder reads the output grid at each query point (``local.GridFeatures``); the code c
+    comes from the coarsest level.
+    """
+
+    def __init__(self, c_dim: int = 128, width: int = 16, res: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.res = res
+        self.point_mlp = nn.Sequential(nn.Linear(6, 2 * w), nn.ReLU(), nn.Linear(2 * w, w))
+        self.conv_in = _conv(w, w)
+        self.down = nn.ModuleList(_conv(w * 2**i, w * 2 ** (i + 1), 2) for i in range(3))
+        self.mid = nn.ModuleList(_conv(w * 2 ** (i + 1), w * 2 ** (i + 1)) for i in range(3))
+        self.up = nn.ModuleList(_conv(w * 2 ** (i + 1), w * 2**i) for i in reversed(range(3)))
+        self.fc_c = nn.Linear(w * 8, c_dim)
+
+    def scatter(self, points: torch.Tensor) -> torch.Tensor:
+        """Points (B, N, 3) -> the mean of their features per cell, (B, width, res, res, res)."""
+        b, n, _ = points.shape
+        r = self.res
+        cell = ((points + GRID_HALF) / (2 * GRID_HALF) * r).clamp(0, r - 1e-3)
+        ijk = cell.long()
+        feats = self.point_mlp(torch.cat([points * 2, (cell - ijk - 0.5) * 2], -1))  # (B, N, w)
+        flat = ((torch.arange(b, device=points.device)[:, None] * r + ijk[..., 0]) * r + ijk[..., 1]) * r
+        flat = (flat + ijk[..., 2]).reshape(-1)
+        w = feats.shape[-1]
+        total = feats.new_zeros(b * r**3, w).index_add_(0, flat, feats.reshape(-1, w))
+        count = feats.new_zeros(b * r**3).index_add_(0, flat, feats.new_ones(b * n))
+        grid = total / count.clamp(min=1)[:, None]
+        return grid.view(b, r, r, r, w).permute(0, 4, 1, 2, 3)
+
+    def forward_features(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (code c (B, c_dim), feature grid (B, width, res, res, res) indexed [x, y, z])."""
+        net = torch.relu(self.conv_in(self.scatter(points)))
+        skips = []
+        for down, mid in zip(self.down, self.mid, strict=True):
+            skips.append(net)
+            net = torch.relu(mid(torch.relu(down(net))))
+        c = self.fc_c(net.mean(dim=(2, 3, 4)))
+        for up, skip in zip(self.up, reversed(skips), strict=True):
+            net = F.interpolate(net, scale_factor=2, mode="trilinear", align_corners=False)
+            net = torch.relu(up(net) + skip)
+        return c, net
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(points)[0]

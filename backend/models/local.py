@@ -6,8 +6,8 @@ validation IoU of 0.60 after 1000 steps, below the 0.81 of its own 32^3 input. R
 observation where the point is hands the decoder the local evidence directly, and the network
 then learns to turn it into a smooth surface, with c for context. Models with
 ``local_features = true`` feed these after xyz into the decoder's first layer: for a point cloud
-the distances to the nearest observed points, for voxels the grid around the point, for an image
-the encoder's features where the point projects.
+a feature grid that a 3D U-Net computes from the points, for voxels the grid around the point,
+for an image the encoder's features where the point projects.
 """
 
 from __future__ import annotations
@@ -19,26 +19,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.render import CAMERA_DISTANCE, FOV_DEGREES
+from .encoders import GRID_HALF
 
 VOXEL_SCALES = (1, 2, 4)  # average-pooling factors of the grid pyramid
-NEIGHBOURS = 8  # the point-cloud features: distance to the nearest and mean distance to the 8 nearest
-DISTANCE_SCALE = 4.0  # unit-cube distances (up to ~0.9) to a range the first layer handles well
 
 
-class PointFeatures(nn.Module):
-    """Distances from each query point (B, M, 3) to the observed points (B, N, 3) -> (B, M, 2).
+class GridFeatures(nn.Module):
+    """A learned feature grid (B, C, X, Y, Z) over [-GRID_HALF, GRID_HALF]^3, trilinear at each point -> (B, M, C).
 
-    The nearest distance locates the surface; the mean over the nearest few is a smoother version
-    of it that noise in single points disturbs less. No parameters.
+    The point-cloud model's U-Net (``encoders.PointGridUNet``) makes the grid; outside it reads 0.
     """
 
-    def dims(self) -> int:
-        return 2
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
 
-    def forward(self, p: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        d = torch.cdist(p, points.to(p.dtype))  # (B, M, N)
-        near = d.topk(min(NEIGHBOURS, d.shape[-1]), dim=-1, largest=False, sorted=True).values
-        return torch.stack([near[..., 0], near.mean(-1)], -1) * DISTANCE_SCALE
+    def dims(self) -> int:
+        return self.channels
+
+    def forward(self, p: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        where = (p / GRID_HALF).flip(-1)[:, :, None, None, :]  # (x, y, z) -> grid_sample's (W, H, D) order
+        sampled = F.grid_sample(grid.to(p.dtype), where, mode="bilinear", align_corners=False)
+        return sampled[:, :, :, 0, 0].transpose(1, 2)
 
 
 class VoxelFeatures(nn.Module):

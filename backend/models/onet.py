@@ -8,8 +8,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from .decoders import DecoderCBatchNorm, DecoderSimple
-from .encoders import LatentPointNet, ResNet18, ResnetPointNet, VoxelCNN
-from .local import PixelFeatures, PointFeatures, VoxelFeatures
+from .encoders import LatentPointNet, PointGridUNet, ResNet18, ResnetPointNet, VoxelCNN
+from .local import GridFeatures, PixelFeatures, VoxelFeatures
 
 VOXEL_RES = 32  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
 
@@ -45,7 +45,7 @@ class OccupancyNetwork(nn.Module):
         c_dim: int,
         kind: str = "pointcloud",
         input_size: int = 0,
-        local: PointFeatures | VoxelFeatures | PixelFeatures | None = None,
+        local: GridFeatures | VoxelFeatures | PixelFeatures | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -92,12 +92,13 @@ class OccupancyNetwork(nn.Module):
     def encode_local(
         self, inputs: torch.Tensor | None, batch_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (code c, what ``decode`` reads as ``obs``: points, grid, image feature map, or None)."""
-        if isinstance(self.local, PixelFeatures):
-            assert isinstance(self.encoder, ResNet18)
+        """-> (code c, what ``decode`` reads as ``obs``: a feature grid, the voxels, an image feature
+        map, or None)."""
+        if isinstance(self.local, PixelFeatures | GridFeatures):
+            assert isinstance(self.encoder, ResNet18 | PointGridUNet)
             return self.encoder.forward_features(self._check_inputs(inputs))
         c = self.encode(inputs, batch_size)
-        if isinstance(self.local, PointFeatures | VoxelFeatures):
+        if isinstance(self.local, VoxelFeatures):
             return c, self._check_inputs(inputs)
         return c, None
 
@@ -166,7 +167,9 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
     """Instantiate the network described by ``cfg`` (sizes included)."""
     cfg.validate()
     encoder: nn.Module | None
-    if cfg.kind == "pointcloud":
+    if cfg.kind == "pointcloud" and cfg.local_features:
+        encoder = PointGridUNet(cfg.c_dim, cfg.encoder_width, cfg.grid_res)
+    elif cfg.kind == "pointcloud":
         encoder = ResnetPointNet(cfg.c_dim, cfg.encoder_hidden)
     elif cfg.kind == "voxels":
         encoder = VoxelCNN(cfg.c_dim, cfg.encoder_width)
@@ -174,10 +177,10 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
         encoder = ResNet18(cfg.c_dim, cfg.encoder_width)
     else:
         encoder = None
-    local: PointFeatures | VoxelFeatures | PixelFeatures | None = None
+    local: GridFeatures | VoxelFeatures | PixelFeatures | None = None
     if cfg.local_features:
         if cfg.kind == "pointcloud":
-            local = PointFeatures()
+            local = GridFeatures(cfg.encoder_width)
         elif cfg.kind == "voxels":
             local = VoxelFeatures()
         else:

@@ -19,6 +19,7 @@ TINY_MODEL = {
     "c_dim": 16,
     "encoder_hidden": 16,
     "encoder_width": 4,
+    "grid_res": 8,
     "image_size": 32,
 }
 

@@ -1,4 +1,4 @@
-"""Local features: exact reads of the voxel grid, projection that agrees with the renderer, and an
+"""Local features: exact reads of the voxel grid and the point U-Net's grid, projection that agrees with the renderer, and an
 engine field that matches the model (folded path and gradients included)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from backend.config import ConfigError, ModelConfig
 from backend.data.render import render
 from backend.engine.field import NetworkField
 from backend.models import OccupancyNetwork
-from backend.models.local import DISTANCE_SCALE, PointFeatures, VoxelFeatures, project
+from backend.models.encoders import GRID_HALF, PointGridUNet
+from backend.models.local import GridFeatures, VoxelFeatures, project
 from backend.models.onet import ModelInputError
 
 
@@ -87,14 +88,49 @@ def test_a_local_model_refuses_to_decode_without_its_observation(
         model.decode(torch.zeros(1, 4, 3), None, c)
 
 
-def test_point_features_are_distances_to_the_nearest_points() -> None:
-    points = torch.tensor([[[0.0, 0.0, 0.0], [0.3, 0.0, 0.0]]])
-    p = torch.tensor([[[0.1, 0.0, 0.0], [0.0, 0.4, 0.0]]])
-    feats = PointFeatures()(p, points)[0] / DISTANCE_SCALE
-    torch.testing.assert_close(feats[:, 0], torch.tensor([0.1, 0.4]))
-    torch.testing.assert_close(feats[:, 1], torch.tensor([0.15, 0.45]))
+def test_grid_features_read_each_cell_at_its_centre() -> None:
+    grid = torch.randn(1, 5, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    ix = torch.randint(0, 8, (100, 3), generator=torch.Generator().manual_seed(1))
+    centres = ((ix.float() + 0.5) / 8 * 2 - 1) * GRID_HALF  # grid[:, :, x, y, z]
+    feats = GridFeatures(5)(centres[None], grid)[0]
+    torch.testing.assert_close(feats, grid[0, :, ix[:, 0], ix[:, 1], ix[:, 2]].T)
+
+
+def test_points_are_averaged_into_their_cells() -> None:
+    """Two points share a cell, a third has its own; every other cell stays empty."""
+    unet = PointGridUNet(c_dim=8, width=4, res=8)
+    cell = 2 * GRID_HALF / 8
+    points = torch.tensor([[[0.1, 0.1, 0.1], [0.12, 0.13, 0.11], [-0.5, 0.4, -0.05]]])
+    grid = unet.scatter(points)[0]
+    own = [tuple(int(v) for v in ((q + GRID_HALF) / cell).floor()) for q in points[0]]
+    assert own[0] == own[1] and own[0] != own[2]
+    with torch.no_grad():
+        both = (grid[:, own[0][0], own[0][1], own[0][2]], grid[:, own[2][0], own[2][1], own[2][2]])
+        cells = (points[0] + GRID_HALF) / cell
+        feats = unet.point_mlp(torch.cat([points[0] * 2, (cells - cells.floor() - 0.5) * 2], -1))
+    torch.testing.assert_close(both[0], feats[:2].mean(0))
+    torch.testing.assert_close(both[1], feats[2])
+    assert int((grid.abs().sum(0) > 0).sum()) == 2
+
+
+def test_the_point_grid_model_ignores_the_order_of_the_points(
+    tiny_model: Callable[..., OccupancyNetwork],
+) -> None:
+    model = tiny_model(0, kind="pointcloud", local_features=True)
+    g = torch.Generator().manual_seed(3)
+    points = torch.rand(1, 60, 3, generator=g) - 0.5
+    p = torch.rand(1, 200, 3, generator=g) - 0.5
+    with torch.no_grad():
+        c, obs = model.encode_local(points)
+        c2, obs2 = model.encode_local(points[:, torch.randperm(60, generator=g)])
+        torch.testing.assert_close(model.decode(p, None, c, obs), model.decode(p, None, c2, obs2))
 
 
 def test_local_features_need_an_observation() -> None:
     with pytest.raises(ConfigError, match="local_features"):
         ModelConfig(kind="unconditional", decoder="simple", c_dim=0, z_dim=8, local_features=True).validate()
+
+
+def test_the_point_grid_must_halve_three_times() -> None:
+    with pytest.raises(ConfigError, match="grid_res"):
+        ModelConfig(grid_res=20).validate()

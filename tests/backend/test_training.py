@@ -74,3 +74,25 @@ def test_a_corrupt_state_file_is_refused_clearly_and_left_alone(tmp_path: Path) 
     with pytest.raises(ResumeError, match="cannot resume from .*state.pt"):
         train(cfg, "tiny", data_dir=tmp_path / "data")
     assert state.read_bytes() == b"not a torch file"
+
+
+def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
+    """Fine-tuning: the first step starts from the given weights (fp16 as stored), not from scratch."""
+    data = tmp_path / "data"
+    first = train(tiny_config(tmp_path / "first", 2), "tiny", data_dir=data)
+    tuned = tmp_path / "tuned"
+    train(tiny_config(tuned, 2), "tiny", minutes=1e-9, data_dir=data, init=first)  # stops before step 1
+    assert "started from the weights of" in (tuned / "train.log").read_text()
+    loaded = torch.load(tuned / "state.pt", weights_only=True)["model"]
+    for key, value in load_checkpoint(first)[0].state_dict().items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_starting_from_a_different_network_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = train(tiny_config(tmp_path / "first", 2), "tiny", data_dir=data)
+    other = tiny_config(tmp_path / "other", 2)
+    other.model.hidden = 32
+    with pytest.raises(ResumeError, match="cannot start from .*differs"):
+        train(other, "tiny", data_dir=data, init=first)
+    assert not (tmp_path / "other" / "state.pt").exists()
