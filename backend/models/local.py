@@ -25,7 +25,7 @@ VOXEL_SCALES = (1, 2, 4)  # average-pooling factors of the grid pyramid
 
 
 class GridFeatures(nn.Module):
-    """A learned feature grid (B, C, X, Y, Z) over [-GRID_HALF, GRID_HALF]^3, trilinear at each point -> (B, M, C).
+    """A learned feature grid (B, C, X, Y, Z) over [-GRID_HALF, GRID_HALF]^3, read trilinearly -> (B, M, C).
 
     The point-cloud model's U-Net (``encoders.PointGridUNet``) makes the grid; outside it reads 0.
     """

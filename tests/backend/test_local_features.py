@@ -1,5 +1,5 @@
-"""Local features: exact reads of the voxel grid and the point U-Net's grid, projection that agrees with the renderer, and an
-engine field that matches the model (folded path and gradients included)."""
+"""Local features: exact reads of the voxel grid and the point U-Net's grid, projection that agrees with
+the renderer, and an engine field that matches the model (folded path and gradients included)."""
 
 from __future__ import annotations
 
