@@ -70,7 +70,7 @@ def model_card(
         f"- Steps: {t.get('steps')}"
         f" (batch {t.get('batch_size')} shapes x {t.get('query_points')} query points),"
         f" Adam, cosine learning-rate decay. Wall time: {t.get('wall_time_min')} min on {t.get('device')}"
-        " (a 2-core CPU, 1 torch thread).",
+        " (a 2-core CPU).",
         *([f"- {note}"] if note else []),
         f"- Reproduce: `python -m backend train backend/configs/{name}.toml`"
         f" then `python scripts/publish_model.py runs/{name} --name {name}`.",
