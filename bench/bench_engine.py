@@ -108,7 +108,7 @@ class SurrogateField(NetworkField):
     """The network's cost per point, an analytic chair's surface."""
 
     def __init__(self, network: NetworkField, frame: Frame) -> None:
-        super().__init__(network.model, network.c, network.z)
+        super().__init__(network.model, network.c, network.z, obs=network.obs)
         self.frame = frame
 
     def _infer(self, p: torch.Tensor) -> torch.Tensor:
@@ -178,7 +178,7 @@ def bench_throughput(net: NetworkField, cfg: ModelConfig, quick: bool) -> None:
     flops = decoder_flops(cfg)
     print(f"plain matmul (8192 x {cfg.hidden}) @ ({cfg.hidden} x {cfg.hidden}): {gflops_mm:.1f} GFLOP/s")
     points = (np.random.default_rng(0).random((32768 if quick else 131072, 3)) - 0.5).astype(np.float32)
-    plain = NetworkField(net.model, net.c, net.z, fold=False)
+    plain = NetworkField(net.model, net.c, net.z, fold=False, obs=net.obs)
     for name, field in (("folded decoder", net), ("generic module", plain)):
         for chunk in (8192,) if quick else (4096, 8192, 16384, 65536):
             field.chunk = chunk
