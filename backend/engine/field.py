@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..models import OccupancyNetwork
+from ..models.onet import ModelInputError
 from .fold import FoldedDecoder, fold_decoder
 from .types import CancelFn, Cancelled
 
@@ -101,6 +102,8 @@ class NetworkField(Field):
         fold: bool = True,
         obs: torch.Tensor | None = None,
     ) -> None:
+        if model.local is not None and obs is None:
+            raise ModelInputError("this model reads its observation at every query point: pass obs")
         device = c.device
         super().__init__(device, chunk)
         self.model, self.c, self.z = model, c, z

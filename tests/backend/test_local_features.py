@@ -86,6 +86,8 @@ def test_a_local_model_refuses_to_decode_without_its_observation(
     c, _ = model.encode_local(random_grid(0))
     with pytest.raises(ModelInputError, match="pass obs"):
         model.decode(torch.zeros(1, 4, 3), None, c)
+    with pytest.raises(ModelInputError, match="pass obs"):
+        NetworkField(model, c)  # the engine's field refuses too, before folding the decoder
 
 
 def test_grid_features_read_each_cell_at_its_centre() -> None:
