@@ -16,6 +16,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -78,8 +79,11 @@ class ResumeError(RuntimeError):
     """A run's saved state cannot be resumed (corrupt, or from a different model)."""
 
 
-def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> None:
-    """Copy a model file's weights into ``model``; ResumeError unless it is the same network."""
+def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, Any]:
+    """Copy a model file's weights into ``model``; returns its provenance, for the new run's metadata.
+
+    ResumeError unless it is the same network.
+    """
     try:
         source, meta = load_checkpoint(path)
     except CheckpointError as e:
@@ -90,6 +94,15 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> None:
             f"{cfg.to_dict()['model']}"
         )
     model.load_state_dict(source.state_dict())
+    t = meta.training
+    return {
+        "file": path.name,
+        "name": meta.name,
+        "steps": t.get("steps"),
+        "wall_time_min": t.get("wall_time_min"),
+        "n_train": t.get("data", {}).get("n_train"),
+        "val_iou": meta.metrics.get("val_iou"),
+    }
 
 
 def _setup_logging(out_dir: Path) -> None:
@@ -131,6 +144,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     step, best_iou, best_tau, wall = 0, -1.0, 0.5, 0.0
+    started_from: dict[str, Any] | None = None  # the --init model's provenance
     state_path = out_dir / "state.pt"
     if state_path.exists():
         try:
@@ -140,6 +154,7 @@ def train(
             gen.set_state(state["gen"])
             step, best_iou, best_tau = state["step"], state["best_iou"], state["best_tau"]
             wall = state["wall"]
+            started_from = state.get("started_from")
         except (
             pickle.UnpicklingError,
             RuntimeError,
@@ -155,7 +170,7 @@ def train(
             ) from None
         log.info("resumed at step %d (best IoU %.4f)", step, best_iou)
     elif init is not None:
-        _start_from(model, init, cfg)
+        started_from = _start_from(model, init, cfg)
         log.info("started from the weights of %s", init)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
@@ -175,6 +190,7 @@ def train(
             "best_iou": best_iou,
             "best_tau": best_tau,
             "wall": wall,
+            **({"started_from": started_from} if started_from else {}),
         }
         tmp = state_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -231,6 +247,7 @@ def train(
                             "near_surface_ratio": d.near_surface_ratio,
                         },
                         "device": str(device),
+                        **({"started_from": started_from} if started_from else {}),
                     },
                 )
                 save_weights(out_dir / "best.safetensors", model, meta)

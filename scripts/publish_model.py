@@ -42,9 +42,33 @@ def _table(rows: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _started_from_lines(training: dict[str, Any]) -> list[str]:
+    """The card's line on the model a fine-tuned run started from (none for a run from scratch)."""
+    src = training.get("started_from")
+    if not src:
+        return []
+    total_steps = (src.get("steps") or 0) + (training.get("steps") or 0)
+    total_min = round((src.get("wall_time_min") or 0) + (training.get("wall_time_min") or 0), 1)
+    return [
+        f"- Started from the weights of `{src.get('name')}` ({src.get('steps')} steps on"
+        f" {src.get('n_train')} shapes, {src.get('wall_time_min')} min, validation IoU {src.get('val_iou')});"
+        f" {total_steps} steps and {total_min} min in all."
+    ]
+
+
 def model_card(
-    name: str, meta: Any, n_params: int, size_mb: float, evaluation: dict[str, Any] | None, note: str = ""
+    name: str,
+    meta: Any,
+    n_params: int,
+    size_mb: float,
+    evaluation: dict[str, Any] | None,
+    note: str = "",
+    reproduce: str = "",
+    run: str = "",
 ) -> str:
+    """The markdown model card; ``reproduce`` is the training command(s), ``run`` the run folder."""
+    reproduce = reproduce or f"`python -m backend train backend/configs/{name}.toml`"
+    run = run or f"runs/{name}"
     t = meta.training
     data = t.get("data", {})
     observation = OBSERVATION[meta.kind].format(n_points=data.get("n_points", 300), noise=data.get("noise"))
@@ -71,9 +95,9 @@ def model_card(
         f" (batch {t.get('batch_size')} shapes x {t.get('query_points')} query points),"
         f" Adam, cosine learning-rate decay. Wall time: {t.get('wall_time_min')} min on {t.get('device')}"
         " (a 2-core CPU).",
+        *_started_from_lines(t),
         *([f"- {note}"] if note else []),
-        f"- Reproduce: `python -m backend train backend/configs/{name}.toml`"
-        f" then `python scripts/publish_model.py runs/{name} --name {name}`.",
+        f"- Reproduce: {reproduce} then `python scripts/publish_model.py {run} --name {name}`.",
         "",
         "## Validation (model selection)",
         "",
@@ -117,6 +141,11 @@ def main() -> int:
     parser.add_argument("--eval", type=Path, help="JSON written by `python -m backend evaluate --json`")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--note", default="", help="a remark on how the run went, for the card")
+    parser.add_argument(
+        "--reproduce",
+        default="",
+        help="the training command(s) for the card, in markdown (default: train configs/NAME.toml)",
+    )
     args = parser.parse_args()
 
     model, meta = load_checkpoint(args.run / "best.safetensors")
@@ -128,7 +157,16 @@ def main() -> int:
     out = args.weights_dir / f"{args.name}.safetensors"
     save_weights(out, model, meta)
     n_params = sum(p.numel() for p in model.parameters())
-    card = model_card(args.name, meta, n_params, out.stat().st_size / 1e6, evaluation, args.note)
+    card = model_card(
+        args.name,
+        meta,
+        n_params,
+        out.stat().st_size / 1e6,
+        evaluation,
+        args.note,
+        args.reproduce,
+        args.run.as_posix(),
+    )
     (args.weights_dir / f"{args.name}.md").write_text(card)
     print(f"published {out} and {out.with_suffix('.md')}")
     return 0

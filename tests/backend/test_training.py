@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import torch
 from backend.checkpoint import load_checkpoint
 from backend.config import Config, config_from_dict
 from backend.training import TAUS, ResumeError, train
+
+PUBLISH = Path(__file__).resolve().parents[2] / "scripts" / "publish_model.py"
 
 
 def tiny_config(out_dir: Path, max_steps: int) -> Config:
@@ -86,6 +90,35 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
     loaded = torch.load(tuned / "state.pt", weights_only=True)["model"]
     for key, value in load_checkpoint(first)[0].state_dict().items():
         torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+    # the resumed run (no --init now) still records what it started from
+    _, meta = load_checkpoint(train(tiny_config(tuned, 2), "tiny", data_dir=data))
+    assert meta.training["started_from"] == {
+        "file": "best.safetensors",
+        "name": "tiny",
+        "steps": 2,
+        "wall_time_min": load_checkpoint(first)[1].training["wall_time_min"],
+        "n_train": 3,
+        "val_iou": load_checkpoint(first)[1].metrics["val_iou"],
+    }
+    # ... and its published card says so, with the steps of both stages
+    weights = tmp_path / "weights"
+    subprocess.run(
+        [
+            sys.executable,
+            "scripts/publish_model.py",
+            str(tuned),
+            "--name",
+            "tiny",
+            "--weights-dir",
+            str(weights),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    card = (weights / "tiny.md").read_text()
+    assert "Started from the weights of `tiny` (2 steps on 3 shapes" in card
+    assert "; 4 steps and " in card
+    assert load_checkpoint(weights / "tiny.safetensors")[1].training["started_from"]["steps"] == 2
 
 
 def test_starting_from_a_different_network_is_refused(tmp_path: Path) -> None:
