@@ -190,7 +190,7 @@ def train(
             "best_iou": best_iou,
             "best_tau": best_tau,
             "wall": wall,
-            **({"started_from": started_from} if started_from else {}),
+            "started_from": started_from,
         }
         tmp = state_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -247,7 +247,7 @@ def train(
                             "near_surface_ratio": d.near_surface_ratio,
                         },
                         "device": str(device),
-                        **({"started_from": started_from} if started_from else {}),
+                        "started_from": started_from,  # None for a run from scratch
                     },
                 )
                 save_weights(out_dir / "best.safetensors", model, meta)

@@ -92,20 +92,21 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
     # the resumed run (no --init now) still records what it started from
     _, meta = load_checkpoint(train(tiny_config(tuned, 2), "tiny", data_dir=data))
+    _, first_meta = load_checkpoint(first)
     assert meta.training["started_from"] == {
         "file": "best.safetensors",
         "name": "tiny",
         "steps": 2,
-        "wall_time_min": load_checkpoint(first)[1].training["wall_time_min"],
+        "wall_time_min": first_meta.training["wall_time_min"],
         "n_train": 3,
-        "val_iou": load_checkpoint(first)[1].metrics["val_iou"],
+        "val_iou": first_meta.metrics["val_iou"],
     }
     # ... and its published card says so, with the steps of both stages
     weights = tmp_path / "weights"
     subprocess.run(
         [
             sys.executable,
-            "scripts/publish_model.py",
+            str(PUBLISH),
             str(tuned),
             "--name",
             "tiny",
