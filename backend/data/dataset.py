@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from .augment import apply_to_grids, apply_to_points, random_symmetries
 from .shapes import Frame, ShapeSet
 
 OBSERVATION_KEYS = ("surface", "normals", "voxels", "images", "view_rot", "view_center", "view_scale")
@@ -174,7 +175,21 @@ class ShapePool:
         return None
 
     def batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
-        """Observation + labelled query points for shapes ``idx``."""
+        """Observation + labelled query points for shapes ``idx``, augmented if ``cfg.augment``."""
+        batch = self._batch(kind, idx, cfg, gen)
+        if not cfg.augment:
+            return batch
+        if kind == "image":
+            raise DataError("augmentation by cube symmetries does not apply to image models")
+        perm, sign = random_symmetries(len(idx), gen)
+        inputs = batch.inputs
+        if kind == "pointcloud" and inputs is not None:
+            inputs = apply_to_points(inputs, perm, sign)
+        elif kind == "voxels" and inputs is not None:
+            inputs = apply_to_grids(inputs, perm, sign)
+        return Batch(inputs, apply_to_points(batch.points, perm, sign), batch.occ)
+
+    def _batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
         self.check_kind(kind)
         views = torch.randint(self.images.shape[1], (len(idx),), generator=gen) if kind == "image" else None
         inputs = self.observe(kind, idx, cfg, gen, views)

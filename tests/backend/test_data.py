@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from backend.config import DataConfig
+from backend.data.augment import apply_to_grids, apply_to_points, random_symmetries
 from backend.data.dataset import DataError, ShapePool, validation_set
 from backend.data.generate import build_split, make_shape
 from backend.data.shapes import ShapeSet
@@ -129,3 +130,71 @@ def test_shapes_select_and_occupancy_agree_with_the_sdf(split: Path) -> None:
     p = torch.rand(2, 500, 3) - 0.5
     one = pool.shapes.select([1, 2])
     torch.testing.assert_close(one.occupancy(p), (one.sdf(p) <= 0).float())
+
+
+def _unmap(q: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``apply_to_points``, written out per axis: p[perm[i]] = sign[i] * q[i]."""
+    p = torch.empty_like(q)
+    for b in range(len(q)):
+        for i in range(3):
+            p[b, :, perm[b, i]] = sign[b, i] * q[b, :, i]
+    return p
+
+
+def test_random_symmetries_are_the_48_of_the_cube() -> None:
+    perm, sign = random_symmetries(4000, torch.Generator().manual_seed(0))
+    assert {tuple(sorted(row)) for row in perm.tolist()} == {(0, 1, 2)}
+    assert set(sign.unique().tolist()) == {-1.0, 1.0}
+    assert len({(*p, *s) for p, s in zip(perm.tolist(), sign.tolist(), strict=True)}) == 48
+
+
+def test_a_grid_maps_as_its_cell_centres_do() -> None:
+    res = 6
+    grid = torch.rand(1, res, res, res)
+    centres = torch.linspace(0.5 / res - 0.5, 0.5 - 0.5 / res, res)
+    cells = torch.stack(torch.meshgrid(centres, centres, centres, indexing="ij"), -1).reshape(1, -1, 3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        perm, sign = random_symmetries(1, gen)
+        mapped_cells = apply_to_points(cells, perm, sign)[0]
+        index = torch.round((mapped_cells + 0.5) * res - 0.5).long()
+        mapped = apply_to_grids(grid, perm, sign)[0]
+        assert torch.equal(mapped[index[:, 0], index[:, 1], index[:, 2]], grid.reshape(-1))
+
+
+@pytest.mark.parametrize("kind", ["pointcloud", "voxels", "unconditional"])
+def test_augmented_batches_are_exact_for_the_mapped_shapes(split: Path, kind: str) -> None:
+    """Labels, observed points and voxels all describe the same mapped shape."""
+    pool = ShapePool(split)
+    assert pool.shapes is not None
+    cfg = DataConfig(**{**vars(TINY), "augment": True, "query_points": 2000, "n_points": 300})
+    idx = torch.tensor([0, 1, 2, 0])
+    gen = torch.Generator().manual_seed(3)
+    batch = pool.batch(kind, idx, cfg, gen)
+    # the same draws without augmentation, then the symmetries drawn next from the generator
+    gen = torch.Generator().manual_seed(3)
+    plain = ShapePool(split).batch(kind, idx, DataConfig(**{**vars(cfg), "augment": False}), gen)
+    perm, sign = random_symmetries(len(idx), gen)
+    assert not torch.equal(batch.points, plain.points)
+    shapes = pool.shapes.select(idx)
+    torch.testing.assert_close(batch.occ, shapes.occupancy(_unmap(batch.points, perm, sign)))
+    if kind == "pointcloud":
+        assert batch.inputs is not None
+        sdf = shapes.sdf(_unmap(batch.inputs, perm, sign))
+        assert sdf.abs().max() < 0.03  # noisy surface samples of the shape, mapped
+    if kind == "voxels":
+        assert batch.inputs is not None and plain.inputs is not None
+        res = batch.inputs.shape[-1]
+        cell = torch.clamp(((batch.points + 0.5) * res).long(), 0, res - 1)
+        inside = batch.points.abs().amax(-1) < 0.5
+        rows = torch.arange(len(idx))[:, None].expand_as(cell[..., 0])
+        voxel = batch.inputs[rows, cell[..., 0], cell[..., 1], cell[..., 2]]
+        agree = (voxel == batch.occ)[inside].float().mean()
+        assert agree > 0.9  # voxels and labels agree except in cells the surface cuts
+        assert int(batch.inputs.sum()) == int(plain.inputs.sum())
+
+
+def test_image_batches_cannot_be_augmented(split: Path) -> None:
+    cfg = DataConfig(**{**vars(TINY), "augment": True})
+    with pytest.raises(DataError, match="does not apply to image models"):
+        ShapePool(split).batch("image", torch.tensor([0]), cfg, torch.Generator())

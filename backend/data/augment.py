@@ -1,0 +1,42 @@
+"""Training-time augmentation by the symmetries of the cube.
+
+The 48 symmetries of the cube (axis permutations times sign flips) map the padded box
+onto itself and a shape normalised into the unit cube onto another normalised shape, and
+the procedural shapes are placed with random rotations, so each one is as likely a
+training shape as the original. Applying a random one per shape and step multiplies the
+distinct shapes a model sees without generating any.
+
+A symmetry is (perm, sign): point p maps to q with q[i] = sign[i] * p[perm[i]].
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_symmetries(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3) long axis permutations and (n, 3) float signs in {-1, 1}, uniform over the 48."""
+    perm = torch.argsort(torch.rand(n, 3, generator=gen), dim=1)
+    sign = torch.randint(0, 2, (n, 3), generator=gen).float() * 2 - 1
+    return perm, sign
+
+
+def apply_to_points(points: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Map (B, M, 3) points by each row's symmetry."""
+    index = perm[:, None, :].expand(-1, points.shape[1], -1)
+    return torch.gather(points, 2, index) * sign[:, None, :]
+
+
+def apply_to_grids(grids: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Map (B, R, R, R) grids by each row's symmetry.
+
+    Grid index i runs along axis i over cells centred symmetrically about 0 (as the voxel
+    grids are made), so a permutation of axes is a permutation of dims and a sign flip is
+    a flip of that dim.
+    """
+    out = []
+    for grid, p, s in zip(grids, perm.tolist(), sign.tolist(), strict=True):
+        g = grid.permute(*p)
+        flips = [i for i in range(3) if s[i] < 0]
+        out.append(g.flip(flips) if flips else g)
+    return torch.stack(out)
