@@ -82,6 +82,8 @@ class ResumeError(RuntimeError):
 def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, Any]:
     """Copy a model file's weights into ``model``; returns its provenance, for the new run's metadata.
 
+    The provenance nests: a model fine-tuned from a fine-tuned model names every earlier stage.
+
     ResumeError unless it is the same network.
     """
     try:
@@ -102,6 +104,7 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
         "wall_time_min": t.get("wall_time_min"),
         "n_train": t.get("data", {}).get("n_train"),
         "val_iou": meta.metrics.get("val_iou"),
+        "started_from": t.get("started_from"),  # the stages before it, if it was fine-tuned too
     }
 
 

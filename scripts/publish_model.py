@@ -43,16 +43,24 @@ def _table(rows: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
 
 
 def _started_from_lines(training: dict[str, Any]) -> list[str]:
-    """The card's line on the model a fine-tuned run started from (none for a run from scratch)."""
+    """The card's line on the stages a fine-tuned run started from (none for a run from scratch)."""
+    stages = []
     src = training.get("started_from")
-    if not src:
+    while src:  # the model it started from, then the one that one started from, ...
+        stages.append(src)
+        src = src.get("started_from")
+    if not stages:
         return []
-    total_steps = (src.get("steps") or 0) + (training.get("steps") or 0)
-    total_min = round((src.get("wall_time_min") or 0) + (training.get("wall_time_min") or 0), 1)
+    total_steps = sum(s.get("steps") or 0 for s in stages) + (training.get("steps") or 0)
+    total_min = sum(s.get("wall_time_min") or 0 for s in stages) + (training.get("wall_time_min") or 0)
+    described = [
+        f"`{s.get('name')}` ({s.get('steps')} steps on {s.get('n_train')} shapes,"
+        f" {s.get('wall_time_min')} min, validation IoU {s.get('val_iou')})"
+        for s in stages
+    ]
     return [
-        f"- Started from the weights of `{src.get('name')}` ({src.get('steps')} steps on"
-        f" {src.get('n_train')} shapes, {src.get('wall_time_min')} min, validation IoU {src.get('val_iou')});"
-        f" {total_steps} steps and {total_min} min in all."
+        f"- Started from the weights of {', which started from '.join(described)};"
+        f" {total_steps} steps and {round(total_min, 1)} min in all."
     ]
 
 

@@ -100,26 +100,30 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
         "wall_time_min": first_meta.training["wall_time_min"],
         "n_train": 3,
         "val_iou": first_meta.metrics["val_iou"],
+        "started_from": None,
     }
-    # ... and its published card says so, with the steps of both stages
+    # a third stage (on cube-symmetric augmented batches) names both earlier ones
+    third = tmp_path / "third"
+    third_cfg = tiny_config(third, 2)
+    third_cfg.data.augment = True
+    _, third_meta = load_checkpoint(train(third_cfg, "tiny", data_dir=data, init=tuned / "best.safetensors"))
+    assert third_meta.training["started_from"]["steps"] == 2
+    assert third_meta.training["started_from"]["started_from"] == meta.training["started_from"]
+    # ... and the published cards say so, with the steps of all stages
     weights = tmp_path / "weights"
-    subprocess.run(
-        [
-            sys.executable,
-            str(PUBLISH),
-            str(tuned),
-            "--name",
-            "tiny",
-            "--weights-dir",
-            str(weights),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    for run, name in ((tuned, "tiny"), (third, "tiny3")):
+        subprocess.run(
+            [sys.executable, str(PUBLISH), str(run), "--name", name, "--weights-dir", str(weights)],
+            check=True,
+            capture_output=True,
+        )
     card = (weights / "tiny.md").read_text()
     assert "Started from the weights of `tiny` (2 steps on 3 shapes" in card
     assert "; 4 steps and " in card
     assert load_checkpoint(weights / "tiny.safetensors")[1].training["started_from"]["steps"] == 2
+    card = (weights / "tiny3.md").read_text()
+    assert "which started from `tiny` (2 steps on 3 shapes" in card
+    assert "; 6 steps and " in card
 
 
 def test_starting_from_a_different_network_is_refused(tmp_path: Path) -> None:
