@@ -80,8 +80,8 @@ class DataConfig:
     voxel_res: int = 32
     image_size: int = 64
     views: int = 2  # rendered views per shape (image model)
-    # training batches are mapped by a random symmetry of the cube per shape (data/augment.py);
-    # not for image models, whose prediction frame is tied to the camera
+    # training batches are mapped by a random symmetry per shape (data/augment.py): of the cube,
+    # or for image models, whose frame is the camera's, of the square image plane
     augment: bool = False
 
     def validate(self) -> None:
@@ -205,11 +205,6 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         raise ConfigError(f"data.voxel_res must be 32 (the voxel encoder's input), got {cfg.data.voxel_res}")
     if cfg.model.kind == "image" and cfg.data.source != "procedural":
         raise ConfigError("image models train on procedural data only: mesh datasets have no rendered views")
-    if cfg.model.kind == "image" and cfg.data.augment:
-        raise ConfigError(
-            "data.augment is for point, voxel and unconditional models: an image model predicts "
-            "in its camera's frame, which a symmetry of the cube would not preserve"
-        )
     if cfg.model.kind == "image" and cfg.data.views < 1:
         raise ConfigError("an image model needs data.views >= 1 rendered views per shape")
     return cfg

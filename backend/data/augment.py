@@ -1,10 +1,15 @@
-"""Training-time augmentation by the symmetries of the cube.
+"""Training-time augmentation by the symmetries of the cube, or of the image square.
 
 The 48 symmetries of the cube (axis permutations times sign flips) map the padded box
 onto itself and a shape normalised into the unit cube onto another normalised shape, and
 the procedural shapes are placed with random rotations, so each one is as likely a
 training shape as the original. Applying a random one per shape and step multiplies the
 distinct shapes a model sees without generating any.
+
+Image models predict in the camera's frame, which only the 8 symmetries of the square image
+plane preserve: quarter turns and mirrors about the view axis z. The camera's field of view
+is the same in x and y and the pixel centres are symmetric about the image centre, so the
+mapped image is exactly the rendering of the mapped shape (under a mapped light).
 
 A symmetry is (perm, sign): point p maps to q with q[i] = sign[i] * p[perm[i]].
 """
@@ -19,6 +24,13 @@ def random_symmetries(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch
     perm = torch.argsort(torch.rand(n, 3, generator=gen), dim=1)
     sign = torch.randint(0, 2, (n, 3), generator=gen).float() * 2 - 1
     return perm, sign
+
+
+def random_square_symmetries(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``random_symmetries``, uniform over the 8 that keep the z axis (the view axis) fixed."""
+    perm = torch.argsort(torch.rand(n, 2, generator=gen), dim=1)
+    sign = torch.randint(0, 2, (n, 2), generator=gen).float() * 2 - 1
+    return torch.cat([perm, torch.full((n, 1), 2)], 1), torch.cat([sign, torch.ones(n, 1)], 1)
 
 
 def apply_to_points(points: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
@@ -40,3 +52,20 @@ def apply_to_grids(grids: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) 
         flips = [i for i in range(3) if s[i] < 0]
         out.append(g.flip(flips) if flips else g)
     return torch.stack(out)
+
+
+def apply_to_images(images: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Map (B, C, H, W) camera images by each row's symmetry of the square (z fixed).
+
+    Columns run along +x and rows along -y (``data/render.py``), so flipping the rows and
+    swapping the two image dims gives a (B, C, X, Y) grid that maps as ``apply_to_grids``.
+    """
+    if not bool((perm[:, 2] == 2).all() and (sign[:, 2] == 1).all()):
+        raise ValueError("an image maps only by the symmetries that keep the view axis z")
+    xy = images.flip(-2).transpose(-2, -1)
+    out = []
+    for grid, p, s in zip(xy, perm.tolist(), sign.tolist(), strict=True):
+        g = grid.permute(0, 1 + p[0], 1 + p[1])
+        flips = [1 + i for i in range(2) if s[i] < 0]
+        out.append(g.flip(flips) if flips else g)
+    return torch.stack(out).transpose(-2, -1).flip(-2)

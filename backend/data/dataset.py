@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .augment import apply_to_grids, apply_to_points, random_symmetries
+from .augment import (
+    apply_to_grids,
+    apply_to_images,
+    apply_to_points,
+    random_square_symmetries,
+    random_symmetries,
+)
 from .shapes import Frame, ShapeSet
 
 OBSERVATION_KEYS = ("surface", "normals", "voxels", "images", "view_rot", "view_center", "view_scale")
@@ -175,18 +181,23 @@ class ShapePool:
         return None
 
     def batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
-        """Observation + labelled query points for shapes ``idx``, augmented if ``cfg.augment``."""
+        """Observation + labelled query points for shapes ``idx``, augmented if ``cfg.augment``.
+
+        Augmented: each shape is mapped by a random symmetry of the cube, or for image
+        models of the image square (``data/augment.py``).
+        """
         batch = self._batch(kind, idx, cfg, gen)
         if not cfg.augment:
             return batch
-        if kind == "image":
-            raise DataError("augmentation by cube symmetries does not apply to image models")
-        perm, sign = random_symmetries(len(idx), gen)
+        draw = random_square_symmetries if kind == "image" else random_symmetries
+        perm, sign = draw(len(idx), gen)
         inputs = batch.inputs
         if kind == "pointcloud" and inputs is not None:
             inputs = apply_to_points(inputs, perm, sign)
         elif kind == "voxels" and inputs is not None:
             inputs = apply_to_grids(inputs, perm, sign)
+        elif kind == "image" and inputs is not None:
+            inputs = apply_to_images(inputs, perm, sign)
         return Batch(inputs, apply_to_points(batch.points, perm, sign), batch.occ)
 
     def _batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:

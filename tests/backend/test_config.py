@@ -68,7 +68,6 @@ def test_an_empty_config_is_the_default() -> None:
             r"image models train on procedural data only",
         ),
         ('[model]\nkind = "image"\n[data]\nviews = 0\n', r"an image model needs data.views >= 1"),
-        ('[model]\nkind = "image"\n[data]\naugment = true\n', r"data.augment is for point, voxel and"),
         ('[data]\naugment = "yes"\n', r"\[data\] augment must be true or false, got 'yes'"),
         ("[model]\nlocal_features = 1\n", r"\[model\] local_features must be true or false, got 1"),
     ],

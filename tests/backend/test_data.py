@@ -10,10 +10,18 @@ import pytest
 import torch
 
 from backend.config import DataConfig
-from backend.data.augment import apply_to_grids, apply_to_points, random_symmetries
+from backend.data.augment import (
+    apply_to_grids,
+    apply_to_images,
+    apply_to_points,
+    random_square_symmetries,
+    random_symmetries,
+)
 from backend.data.dataset import DataError, ShapePool, validation_set
 from backend.data.generate import build_split, make_shape
+from backend.data.render import camera_rays
 from backend.data.shapes import ShapeSet
+from backend.models.local import project
 
 TINY = DataConfig(surface_points=400, image_size=16, views=1, query_points=64, n_points=50)
 
@@ -194,7 +202,54 @@ def test_augmented_batches_are_exact_for_the_mapped_shapes(split: Path, kind: st
         assert int(batch.inputs.sum()) == int(plain.inputs.sum())
 
 
-def test_image_batches_cannot_be_augmented(split: Path) -> None:
-    cfg = DataConfig(**{**vars(TINY), "augment": True})
-    with pytest.raises(DataError, match="does not apply to image models"):
-        ShapePool(split).batch("image", torch.tensor([0]), cfg, torch.Generator())
+def test_random_square_symmetries_are_the_8_that_keep_the_view_axis() -> None:
+    perm, sign = random_square_symmetries(2000, torch.Generator().manual_seed(0))
+    assert (perm[:, 2] == 2).all() and (sign[:, 2] == 1).all()
+    assert len({(*p, *s) for p, s in zip(perm.tolist(), sign.tolist(), strict=True)}) == 8
+
+
+def test_an_image_maps_as_its_pixel_rays_do() -> None:
+    """The pixel whose ray is mapped by a symmetry gets the colour of the original pixel."""
+    size = 6
+    images = torch.rand(1, 3, size, size)
+    rays = camera_rays(size)  # row-major from the top-left pixel
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(12):
+        perm, sign = random_square_symmetries(1, gen)
+        mapped_rays = apply_to_points(rays[None], perm, sign)[0]
+        # the mapped ray of pixel k is the ray of some pixel j: find j
+        gap, j = torch.cdist(mapped_rays, rays).min(1)
+        assert gap.max() < 1e-3  # pixels are 0.1 apart
+        mapped = apply_to_images(images, perm, sign)[0].reshape(3, -1)
+        assert torch.equal(mapped[:, j], images[0].reshape(3, -1))
+    with pytest.raises(ValueError, match="keep the view axis"):
+        apply_to_images(images, *random_symmetries(1, torch.Generator().manual_seed(4)))
+
+
+def test_augmented_image_batches_show_the_mapped_shape(split: Path) -> None:
+    """Occupied query points project onto the object in the augmented image, not the background."""
+    cfg = DataConfig(**{**vars(TINY), "augment": True, "query_points": 2000})
+    idx = torch.tensor([0, 1, 2, 0, 1, 2])
+    gen = torch.Generator().manual_seed(5)
+    batch = ShapePool(split).batch("image", idx, cfg, gen)
+    gen = torch.Generator().manual_seed(5)
+    plain = ShapePool(split).batch("image", idx, DataConfig(**{**vars(cfg), "augment": False}), gen)
+    perm, sign = random_square_symmetries(len(idx), gen)
+    assert not torch.equal(batch.points, plain.points)
+    # labels: the plain batch's, at the mapped points
+    torch.testing.assert_close(batch.points, apply_to_points(plain.points, perm, sign))
+    torch.testing.assert_close(batch.occ, plain.occ)
+
+    def on_object(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        size = images.shape[-1]
+        uv = ((project(points) + 1) / 2 * size).long().clamp(0, size - 1)
+        rows = torch.arange(len(points))[:, None].expand_as(uv[..., 0])
+        pixels = images[rows, :, uv[..., 1], uv[..., 0]]
+        background = images[:, :, 0, 0][:, None, :]  # the corners never see the object
+        return (pixels - background).abs().amax(-1) > 1e-3
+
+    assert batch.inputs is not None and plain.inputs is not None
+    inside = batch.occ.bool()
+    assert on_object(batch.inputs, batch.points)[inside].float().mean() > 0.9
+    # an image left unmapped would disagree with the mapped labels
+    assert on_object(plain.inputs, batch.points)[inside].float().mean() < 0.85
