@@ -7,7 +7,7 @@ For view 0 of each validation shape (the split training makes), points uniform i
 front of the visible surface) and the hidden ones behind the visible surface
 (``backend/data/visibility.py``). Prints the model's accuracy on each, its IoU, and the IoU it
 would reach if it were right on either part; and, for scale, the IoU of the largest shape the
-view allows (every hidden point inside) and of the smallest (none of them).
+view allows (every hidden point inside).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ def analyse(model: OccupancyNetwork, tau: float, pool: ShapePool, n: int, points
         idx, views = torch.tensor([i]), torch.zeros(1, dtype=torch.long)
         pts, occ = pool.uniform_labelled(idx, points, 0.1, gen, views)
         gt = occ > 0.5
-        frame = pool.frame(idx, views)
+        shapes = pool.shapes.select(idx)
+        frame = pool.frame(idx, views, shapes)
         assert frame is not None  # the camera frame of view 0
-        where = classify(pool.shapes.select(idx), frame, pts)
+        where = classify(shapes, frame, pts)
         unseen = where == HIDDEN
         image = pool.images[idx, 0].permute(0, 3, 1, 2).float() / 255.0
         c, obs = model.encode_local(image)
@@ -82,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.model)
     if meta.kind != "image":
         raise SystemExit(f"{args.model} is a {meta.kind} model: this analysis is for image models")
-    cfg = DataConfig(
-        image_size=meta.model_config().image_size
-    )  # as training makes it, so a cached split is reused
+    # the validation split as training makes it, so that a cached one is reused
+    cfg = DataConfig(image_size=meta.model_config().image_size)
     pool = ShapePool(build_split(cfg, "val", args.size, args.data_dir / "procedural"))
     result = analyse(model, meta.tau, pool, args.n, args.points)
     for k, v in result.items():

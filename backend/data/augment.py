@@ -40,16 +40,19 @@ def apply_to_points(points: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor
 
 
 def apply_to_grids(grids: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """Map (B, R, R, R) grids by each row's symmetry.
+    """Map (B, ..., R, R, R) grids by each row's symmetry; the last ``perm.shape[1]`` dims are
+    the spatial axes, any before them (channels) are kept.
 
     Grid index i runs along axis i over cells centred symmetrically about 0 (as the voxel
     grids are made), so a permutation of axes is a permutation of dims and a sign flip is
     a flip of that dim.
     """
+    axes = perm.shape[1]
+    lead = grids.ndim - 1 - axes
     out = []
     for grid, p, s in zip(grids, perm.tolist(), sign.tolist(), strict=True):
-        g = grid.permute(*p)
-        flips = [i for i in range(3) if s[i] < 0]
+        g = grid.permute(*range(lead), *(lead + i for i in p))
+        flips = [lead + i for i in range(axes) if s[i] < 0]
         out.append(g.flip(flips) if flips else g)
     return torch.stack(out)
 
@@ -63,9 +66,4 @@ def apply_to_images(images: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor
     if not bool((perm[:, 2] == 2).all() and (sign[:, 2] == 1).all()):
         raise ValueError("an image maps only by the symmetries that keep the view axis z")
     xy = images.flip(-2).transpose(-2, -1)
-    out = []
-    for grid, p, s in zip(xy, perm.tolist(), sign.tolist(), strict=True):
-        g = grid.permute(0, 1 + p[0], 1 + p[1])
-        flips = [1 + i for i in range(2) if s[i] < 0]
-        out.append(g.flip(flips) if flips else g)
-    return torch.stack(out).transpose(-2, -1).flip(-2)
+    return apply_to_grids(xy, perm[:, :2], sign[:, :2]).transpose(-2, -1).flip(-2)

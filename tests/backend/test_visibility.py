@@ -27,15 +27,14 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _ray_inside(
     pool: ShapePool, idx: torch.Tensor, views: torch.Tensor, points: torch.Tensor, t: torch.Tensor
-):
+) -> torch.Tensor:
     """Occupancy (B, M, T) at fractions t of the way from the camera to each point."""
     camera = torch.tensor([0.0, 0.0, CAMERA_DISTANCE])
     b, m = points.shape[:2]
     samples = camera + t[None, None, :, None] * (points - camera)[:, :, None, :]
     assert pool.shapes is not None
-    occ = pool.shapes.select(idx).occupancy(
-        samples.reshape(b, -1, 3), pool.frame(idx, views, pool.shapes.select(idx))
-    )
+    shapes = pool.shapes.select(idx)
+    occ = shapes.occupancy(samples.reshape(b, -1, 3), pool.frame(idx, views, shapes))
     return occ.reshape(b, m, len(t)) > 0.5
 
 
