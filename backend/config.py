@@ -36,6 +36,9 @@ class ModelConfig:
     # points, the voxels, or pixel-aligned image features; see models/local.py); off: the
     # original's global code
     local_features: bool = False
+    # image models with local features: how many ResNet stages the pixel-aligned features read
+    # (1: the first stage's fine features only; more adds the coarser, wider-context ones)
+    pixel_stages: int = 1
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -53,6 +56,12 @@ class ModelConfig:
             raise ConfigError("model.local_features needs an observation; an unconditional model has none")
         if self.local_features and self.decoder != "cbatchnorm":
             raise ConfigError("model.local_features needs decoder = 'cbatchnorm'")
+        if not 1 <= self.pixel_stages <= 4:
+            raise ConfigError(
+                f"model.pixel_stages must be 1 to 4 (ResNet-18 stages), got {self.pixel_stages}"
+            )
+        if self.pixel_stages > 1 and not (self.kind == "image" and self.local_features):
+            raise ConfigError("model.pixel_stages > 1 needs kind = 'image' and local_features = true")
         if self.kind == "unconditional":
             if self.c_dim != 0 or self.z_dim <= 0:
                 raise ConfigError("an unconditional model needs c_dim = 0 and z_dim > 0")

@@ -14,7 +14,7 @@ import logging
 import math
 import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +84,26 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
 
     The provenance nests: a model fine-tuned from a fine-tuned model names every earlier stage.
 
-    ResumeError unless it is the same network.
+    ResumeError unless it is the same network, or this one differs only in reading more pixel
+    stages (``model.pixel_stages``).
     """
     try:
         source, meta = load_checkpoint(path)
     except CheckpointError as e:
         raise ResumeError(f"cannot start from {path}: {e}") from None
-    if meta.model_config() != cfg.model:
+    state = source.state_dict()
+    grown = replace(meta.model_config(), pixel_stages=cfg.model.pixel_stages)
+    if grown != cfg.model or cfg.model.pixel_stages < meta.model_config().pixel_stages:
         raise ResumeError(
             f"cannot start from {path}: its model config {meta.config} differs from this run's "
             f"{cfg.to_dict()['model']}"
         )
-    model.load_state_dict(source.state_dict())
+    # more pixel stages append feature channels to the decoder's input: their weights start at
+    # zero, so the new network computes exactly what the old one did and learns to use them
+    w = state["decoder.fc_p.weight"]
+    wanted = model.state_dict()["decoder.fc_p.weight"].shape[1]
+    state["decoder.fc_p.weight"] = torch.cat([w, w.new_zeros(w.shape[0], wanted - w.shape[1])], 1)
+    model.load_state_dict(state)
     t = meta.training
     return {
         "file": path.name,

@@ -85,12 +85,16 @@ class _BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 (He et al. 2016): a 7x7 stem, four stages of two basic blocks, global average pooling.
 
-    ``width`` is the channel count of the first stage (64 in the standard network).
+    ``width`` is the channel count of the first stage (64 in the standard network);
+    ``pixel_stages`` how many stages ``forward_features`` hands on for pixel-aligned features.
     Inputs are normalised with the ImageNet statistics inside, as the original does.
     """
 
-    def __init__(self, c_dim: int = 256, width: int = 64) -> None:
+    def __init__(self, c_dim: int = 256, width: int = 64, pixel_stages: int = 1) -> None:
         super().__init__()
+        self.pixel_stages = pixel_stages
+        # channels of forward_features's map: the first stage, RGB, then each further stage
+        self.feature_channels = width + 3 + sum(width * 2**i for i in range(1, pixel_stages))
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self.stem = nn.Sequential(
@@ -109,21 +113,34 @@ class ResNet18(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(c_in, c_dim)
 
-    def _stages(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (the first stage's output, the last stage's output)."""
+    def _stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """-> the four stages' outputs, finest first."""
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        first = self.stages[0](self.stem((images - mean) / std))
-        return first, self.stages[1:](first)
+        x = self.stem((images - mean) / std)
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fc(self._stages(images)[1].mean(dim=(2, 3)))
+        return self.fc(self._stages(images)[-1].mean(dim=(2, 3)))
 
     def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (code c (B, c_dim), feature map (B, width + 3, H/4, W/4): the first stage's output and
-        the image itself at that size), the latter for pixel-aligned local features."""
-        first, last = self._stages(images)
-        small = F.adaptive_avg_pool2d(images, (first.shape[-2], first.shape[-1])) - 0.5
-        return self.fc(last.mean(dim=(2, 3))), torch.cat([first, small], 1)
+        """-> (code c (B, c_dim), feature map (B, C, H/4, W/4)) for pixel-aligned local features.
+
+        The map holds the first stage's output, the image itself at that size, then the next
+        ``pixel_stages - 1`` stages' outputs upsampled to it (bilinearly): fine detail first, then
+        features that see more of the image around each pixel.
+        """
+        outputs = self._stages(images)
+        size = (outputs[0].shape[-2], outputs[0].shape[-1])
+        small = F.adaptive_avg_pool2d(images, size) - 0.5
+        coarse = [
+            F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+            for o in outputs[1 : self.pixel_stages]
+        ]
+        return self.fc(outputs[-1].mean(dim=(2, 3))), torch.cat([outputs[0], small, *coarse], 1)
 
 
 class LatentPointNet(nn.Module):

@@ -174,7 +174,7 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
     elif cfg.kind == "voxels":
         encoder = VoxelCNN(cfg.c_dim, cfg.encoder_width)
     elif cfg.kind == "image":
-        encoder = ResNet18(cfg.c_dim, cfg.encoder_width)
+        encoder = ResNet18(cfg.c_dim, cfg.encoder_width, cfg.pixel_stages)
     else:
         encoder = None
     local: GridFeatures | VoxelFeatures | PixelFeatures | None = None
@@ -184,7 +184,8 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
         elif cfg.kind == "voxels":
             local = VoxelFeatures()
         else:
-            local = PixelFeatures(cfg.encoder_width + 3)  # first-stage channels + RGB
+            assert isinstance(encoder, ResNet18)
+            local = PixelFeatures(encoder.feature_channels)
     point_dim = 3 + (local.dims() if local is not None else 0)
     decoder: nn.Module
     if cfg.decoder == "cbatchnorm":

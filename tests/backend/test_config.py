@@ -70,6 +70,13 @@ def test_an_empty_config_is_the_default() -> None:
         ('[model]\nkind = "image"\n[data]\nviews = 0\n', r"an image model needs data.views >= 1"),
         ('[data]\naugment = "yes"\n', r"\[data\] augment must be true or false, got 'yes'"),
         ("[model]\nlocal_features = 1\n", r"\[model\] local_features must be true or false, got 1"),
+        ("[model]\npixel_stages = 5\n", r"model.pixel_stages must be 1 to 4 \(ResNet-18 stages\), got 5"),
+        ("[model]\npixel_stages = 0\n", r"model.pixel_stages must be 1 to 4"),
+        ("[model]\npixel_stages = 2\n", r"pixel_stages > 1 needs kind = 'image' and local_features = true"),
+        (
+            '[model]\nkind = "image"\npixel_stages = 3\n',
+            r"pixel_stages > 1 needs kind = 'image' and local_features",
+        ),
     ],
 )
 def test_mistakes_raise_a_config_error_naming_them(tmp_path: Path, text: str, message: str) -> None:

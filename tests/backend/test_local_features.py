@@ -52,11 +52,14 @@ def test_projection_agrees_with_the_renderer(centre: tuple[float, float, float])
     assert not pixel(-u, v) and not pixel(u, -v)
 
 
-@pytest.mark.parametrize("kind", ["pointcloud", "voxels", "image"])
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("pointcloud", {}), ("voxels", {}), ("image", {}), ("image", {"pixel_stages": 3})],
+)
 def test_engine_field_matches_the_model_and_has_gradients(
-    kind: str, tiny_model: Callable[..., OccupancyNetwork]
+    kind: str, extra: dict[str, int], tiny_model: Callable[..., OccupancyNetwork]
 ) -> None:
-    model = tiny_model(0, kind=kind, local_features=True)
+    model = tiny_model(0, kind=kind, local_features=True, **extra)
     g = torch.Generator().manual_seed(2)
     obs_in = {
         "pointcloud": torch.rand(1, 50, 3, generator=g) - 0.5,
@@ -136,3 +139,25 @@ def test_local_features_need_an_observation() -> None:
 def test_the_point_grid_must_halve_three_times() -> None:
     with pytest.raises(ConfigError, match="grid_res"):
         ModelConfig(grid_res=20).validate()
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_pixel_stages_add_the_coarser_stages_to_the_feature_map(
+    stages: int, tiny_model: Callable[..., OccupancyNetwork]
+) -> None:
+    """The map is the first stage, RGB, then each further stage upsampled to the first's cells."""
+    model = tiny_model(0, kind="image", local_features=True, pixel_stages=stages)
+    width = 4  # the tiny models' encoder_width
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, fmap = model.encode_local(image)
+        outputs = model.encoder._stages(image)
+    assert fmap.shape == (1, width + 3 + sum(width * 2**i for i in range(1, stages)), 8, 8)
+    assert model.decoder.fc_p.weight.shape[1] == 3 + fmap.shape[1]
+    torch.testing.assert_close(fmap[:, :width], outputs[0])
+    lo = width + 3
+    for i in range(1, stages):
+        hi = lo + width * 2**i
+        # bilinear upsampling by a power of two keeps each channel's mean over the image
+        torch.testing.assert_close(fmap[:, lo:hi].mean((2, 3)), outputs[i].mean((2, 3)))
+        lo = hi

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.checkpoint import load_checkpoint
+from backend.checkpoint import ModelMeta, load_checkpoint, save_weights
 from backend.config import Config, config_from_dict
-from backend.training import TAUS, ResumeError, train
+from backend.models import build_model
+from backend.training import TAUS, ResumeError, _start_from, train
 
 PUBLISH = Path(__file__).resolve().parents[2] / "scripts" / "publish_model.py"
 
@@ -134,3 +135,43 @@ def test_starting_from_a_different_network_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="cannot start from .*differs"):
         train(other, "tiny", data_dir=data, init=first)
     assert not (tmp_path / "other" / "state.pt").exists()
+
+
+def test_a_run_can_start_from_a_model_that_reads_fewer_pixel_stages(tmp_path: Path) -> None:
+    """The new inputs' weights start at zero: the grown network predicts exactly what the old one
+    did. The other way round (fewer stages), or any other difference, is refused."""
+    model_cfg = {"kind": "image", "hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_width": 4}
+    model_cfg |= {"image_size": 32, "local_features": True}
+
+    def config(**changes: int) -> Config:
+        return config_from_dict({"model": model_cfg | changes, "data": {"image_size": 32}})
+
+    first = tmp_path / "first.safetensors"
+    old = build_model(config().model)
+    old.eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity
+        for m in old.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    meta = ModelMeta("tiny", "image", 0.5, config().to_dict()["model"])
+    save_weights(first, old, meta, half=False)
+    grown = config(pixel_stages=3)
+    new = build_model(grown.model)
+    provenance = _start_from(new, first, grown)
+    assert provenance["name"] == "tiny"
+    new.eval()
+    image, p = torch.rand(2, 3, 32, 32), torch.rand(2, 100, 3) - 0.5
+    with torch.no_grad():
+        c_old, obs_old = old.encode_local(image)
+        c_new, obs_new = new.encode_local(image)
+        assert obs_new.shape[1] > obs_old.shape[1]
+        torch.testing.assert_close(new.decode(p, None, c_new, obs_new), old.decode(p, None, c_old, obs_old))
+    shrunk = tmp_path / "grown.safetensors"
+    save_weights(shrunk, new, ModelMeta("tiny", "image", 0.5, grown.to_dict()["model"]), half=False)
+    back = config()
+    with pytest.raises(ResumeError, match="differs"):
+        _start_from(build_model(back.model), shrunk, back)
+    wider = config(pixel_stages=3, hidden=32)
+    with pytest.raises(ResumeError, match="differs"):
+        _start_from(build_model(wider.model), first, wider)
