@@ -91,17 +91,20 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
         source, meta = load_checkpoint(path)
     except CheckpointError as e:
         raise ResumeError(f"cannot start from {path}: {e}") from None
-    state = source.state_dict()
-    grown = replace(meta.model_config(), pixel_stages=cfg.model.pixel_stages)
-    if grown != cfg.model or cfg.model.pixel_stages < meta.model_config().pixel_stages:
+    had = meta.model_config()
+    if (
+        replace(had, pixel_stages=cfg.model.pixel_stages) != cfg.model
+        or cfg.model.pixel_stages < had.pixel_stages
+    ):
         raise ResumeError(
             f"cannot start from {path}: its model config {meta.config} differs from this run's "
             f"{cfg.to_dict()['model']}"
         )
     # more pixel stages append feature channels to the decoder's input: their weights start at
     # zero, so the new network computes exactly what the old one did and learns to use them
+    state = source.state_dict()
     w = state["decoder.fc_p.weight"]
-    wanted = model.state_dict()["decoder.fc_p.weight"].shape[1]
+    wanted = model.get_parameter("decoder.fc_p.weight").shape[1]
     state["decoder.fc_p.weight"] = torch.cat([w, w.new_zeros(w.shape[0], wanted - w.shape[1])], 1)
     model.load_state_dict(state)
     t = meta.training
