@@ -138,6 +138,10 @@ def split_key(cfg: DataConfig, split: str, n: int) -> str:
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _split_path(cfg: DataConfig, split: str, n: int, cache_dir: Path) -> Path:
+    return cache_dir / f"{split}-{n}-{split_key(cfg, split, n)}.npz"
+
+
 def build_split(cfg: DataConfig, split: str, n: int, cache_dir: Path, workers: int | None = None) -> Path:
     """Generate (or reuse) a split; returns the path of its .npz file.
 
@@ -150,18 +154,49 @@ def build_split(cfg: DataConfig, split: str, n: int, cache_dir: Path, workers: i
         return prepared_split(cfg.source, split)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"a split needs at least one shape, got n={n!r}")
-    path = cache_dir / f"{split}-{n}-{split_key(cfg, split, n)}.npz"
+    path = _split_path(cfg, split, n, cache_dir)
     if path.exists():
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(os.cpu_count() or 1, 8)
+    start, arrays = _cached_prefix(cfg, split, n, cache_dir)
+    if start < n:
+        new = _generate(cfg, split, range(start, n), workers or min(os.cpu_count() or 1, 8))
+        fresh = {k: np.stack([s[k] for s in new]) for k in new[0]}
+        arrays = {k: np.concatenate([arrays[k], v]) for k, v in fresh.items()} if arrays else fresh
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)  # atomic: a half-written split is never picked up
+    return path
+
+
+def _cached_prefix(cfg: DataConfig, split: str, n: int, cache_dir: Path) -> tuple[int, dict[str, np.ndarray]]:
+    """The first shapes of the split from the largest cached split of it with other settings equal.
+
+    Shape i depends only on (seed, split, i), so a split of m shapes is the first m shapes of
+    any larger one: growing a training pool only generates the shapes it lacks.
+    """
+    sizes = {int(c) for f in cache_dir.glob(f"{split}-*-*.npz") if (c := f.name.split("-")[1]).isdigit()}
+    cached = [m for m in sizes if _split_path(cfg, split, m, cache_dir).exists()]
+    if not cached:
+        return 0, {}
+    source = _split_path(cfg, split, max(cached), cache_dir)
+    m = min(max(cached), n)
+    log.info("reusing the first %d shapes of %s", m, source.name)
+    with np.load(source) as z:
+        return m, {k: z[k][:m] for k in z.files}
+
+
+def _generate(cfg: DataConfig, split: str, indices: range, workers: int) -> list[dict[str, np.ndarray]]:
+    """Generate the given shapes of a split, in a pool of worker processes when it pays."""
     chunk = 16
-    jobs = [(cfg.seed, SPLITS[split], list(range(i, min(i + chunk, n))), cfg) for i in range(0, n, chunk)]
+    jobs = [
+        (cfg.seed, SPLITS[split], list(indices[i : i + chunk]), cfg) for i in range(0, len(indices), chunk)
+    ]
     shapes: list[dict[str, np.ndarray]] = []
-    with tqdm(total=n, desc=f"shapes ({split})") as bar:
+    with tqdm(total=len(indices), desc=f"shapes ({split})") as bar:
         if workers == 1 or len(jobs) == 1:  # no process pool to start for a few shapes
-            for seed, split_id, indices, job_cfg in jobs:
-                for i in indices:
+            for seed, split_id, job_indices, job_cfg in jobs:
+                for i in job_indices:
                     shapes.append(make_shape(seed, split_id, i, job_cfg))
                     bar.update(1)
         else:
@@ -169,8 +204,4 @@ def build_split(cfg: DataConfig, split: str, n: int, cache_dir: Path, workers: i
                 for part in pool.imap(_worker, jobs):
                     shapes.extend(part)
                     bar.update(len(part))
-    arrays = {k: np.stack([s[k] for s in shapes]) for k in shapes[0]}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)  # atomic: a half-written split is never picked up
-    return path
+    return shapes

@@ -50,6 +50,25 @@ def test_a_split_is_generated_once_and_reused(split: Path) -> None:
     assert other != split
 
 
+def test_a_larger_split_extends_a_cached_smaller_one_to_the_same_data(tmp_path: Path) -> None:
+    grown, scratch = tmp_path / "grown", tmp_path / "scratch"
+    small = build_split(TINY, "val", 2, grown, workers=1)
+    small_bytes = small.read_bytes()
+    large = build_split(TINY, "val", 3, grown, workers=1)
+    fresh = build_split(TINY, "val", 3, scratch, workers=1)
+    with np.load(large) as a, np.load(fresh) as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert small.read_bytes() == small_bytes  # the cached split it grew from is left as it was
+    # a smaller split is cut from the largest cached one; other settings never mix
+    with np.load(build_split(TINY, "val", 1, grown, workers=1)) as one, np.load(fresh) as b:
+        np.testing.assert_array_equal(one["surface"], b["surface"][:1])
+    other_seed = build_split(DataConfig(**{**vars(TINY), "seed": 1}), "val", 1, grown, workers=1)
+    with np.load(other_seed) as c, np.load(fresh) as b:
+        assert not np.array_equal(c["surface"][0], b["surface"][0])
+
+
 def test_surface_samples_lie_on_the_shapes_and_fill_the_unit_box(split: Path) -> None:
     pool = ShapePool(split)
     sdf = pool.shapes.sdf(pool.surface.float()) if pool.shapes is not None else None
