@@ -274,3 +274,54 @@ def train(
         "stopped at step %d, best val IoU %.4f (tau %.2f), wall %.1f min", step, best_iou, best_tau, wall / 60
     )
     return out_dir / "best.safetensors"
+
+
+def average_weights(paths: list[Path], cfg: Config, out: Path, data_dir: Path = Path(".data")) -> Validation:
+    """Average model files of one network (e.g. the last two stages of a fine-tuning chain).
+
+    Runs fine-tuned from one another lie in one basin, where their average often generalises
+    better than either. Tau is cross-validated again on ``cfg``'s validation split, and the
+    result keeps the last file's provenance. ResumeError if the files are not one network.
+    """
+    if len(paths) < 2:
+        raise ValueError("averaging needs at least two model files")
+    models, metas = [], []
+    for path in paths:
+        try:
+            model, meta = load_checkpoint(path)
+        except CheckpointError as e:
+            raise ResumeError(f"cannot average {path}: {e}") from None
+        if meta.model_config() != cfg.model:
+            raise ResumeError(
+                f"cannot average {path}: its model config {meta.config} differs from {cfg.to_dict()['model']}"
+            )
+        models.append(model)
+        metas.append(meta)
+    states = [m.state_dict() for m in models]
+    model = models[-1]
+    model.load_state_dict(
+        {
+            k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v
+            for k, v in states[-1].items()
+        }
+    )
+    d = cfg.data
+    root = data_dir / "procedural" if d.source == "procedural" else Path(d.source)
+    val = validation_set(
+        ShapePool(build_split(d, "val", d.n_val, root)), cfg.model.kind, d, cfg.train.val_points
+    )
+    with torch.no_grad():
+        v = validate(model.eval(), val)
+    meta = metas[-1]
+    meta.tau = v.tau
+    meta.metrics = {
+        "val_iou": round(v.iou, 4),
+        "val_iou_by_tau": {str(k): round(x, 4) for k, x in v.iou_by_tau.items()},
+    }
+    meta.training["averaged"] = [
+        {"file": str(p), "val_iou": m.metrics.get("val_iou"), "steps": m.training.get("steps")}
+        for p, m in zip(paths, metas, strict=True)
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(out, model, meta, half=False)
+    return v

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from backend.checkpoint import ModelMeta, load_checkpoint, save_weights
 from backend.config import Config, config_from_dict
 from backend.models import build_model
-from backend.training import TAUS, ResumeError, _start_from, train
+from backend.training import TAUS, ResumeError, _start_from, average_weights, train
 
 PUBLISH = Path(__file__).resolve().parents[2] / "scripts" / "publish_model.py"
 
@@ -175,3 +176,26 @@ def test_a_run_can_start_from_a_model_that_reads_fewer_pixel_stages(tmp_path: Pa
     wider = config(pixel_stages=3, hidden=32)
     with pytest.raises(ResumeError, match="differs"):
         _start_from(build_model(wider.model), first, wider)
+
+
+def test_averaging_runs_gives_the_mean_weights_with_a_fresh_tau(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    runs = [train(tiny_config(tmp_path / f"run{i}", 2 * (i + 1)), "tiny", data_dir=data) for i in range(2)]
+    out = tmp_path / "avg" / "best.safetensors"
+    v = average_weights(runs, tiny_config(tmp_path / "x", 2), out, data)
+    model, meta = load_checkpoint(out)
+    states = [load_checkpoint(r)[0].state_dict() for r in runs]
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[0][key] + states[1][key]) / 2, msg=key)
+    assert meta.tau == v.tau and meta.tau in TAUS and meta.metrics["val_iou"] == round(v.iou, 4)
+    assert [a["steps"] for a in meta.training["averaged"]] == [2, 4]
+
+    before = runs[0].read_bytes()
+    cfg = tiny_config(tmp_path / "x", 2)
+    other = replace(cfg, model=replace(cfg.model, hidden=32))
+    with pytest.raises(ResumeError, match="cannot average .*differs"):
+        average_weights(runs, other, tmp_path / "never.safetensors", data)
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights(runs[:1], tiny_config(tmp_path / "x", 2), tmp_path / "never.safetensors", data)
+    assert not (tmp_path / "never.safetensors").exists() and runs[0].read_bytes() == before
