@@ -66,6 +66,26 @@ def validate(model: OccupancyNetwork, val: list, taus: tuple[float, ...] = TAUS)
     return Validation(means[best], taus[best], dict(zip(taus, means, strict=True)))
 
 
+def _metrics(v: Validation) -> dict[str, Any]:
+    """What a model file stores of its validation."""
+    return {
+        "val_iou": round(v.iou, 4),
+        "val_iou_by_tau": {str(k): round(x, 4) for k, x in v.iou_by_tau.items()},
+    }
+
+
+def _data_root(cfg: Config, data_dir: Path) -> Path:
+    """Where a config's splits are: the procedural cache under ``data_dir``, or a prepared folder."""
+    return data_dir / "procedural" if cfg.data.source == "procedural" else Path(cfg.data.source)
+
+
+def _validation_data(cfg: Config, data_dir: Path) -> list:
+    """The fixed validation shapes, observations and labelled points that select models and tau."""
+    d = cfg.data
+    pool = ShapePool(build_split(d, "val", d.n_val, _data_root(cfg, data_dir)))
+    return validation_set(pool, cfg.model.kind, d, cfg.train.val_points)
+
+
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warm-up for 200 steps, then cosine decay from lr to lr_final at max_steps."""
     t = cfg.train
@@ -149,9 +169,8 @@ def train(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     kind = cfg.model.kind
     d = cfg.data
-    data_root = data_dir / "procedural" if d.source == "procedural" else Path(d.source)
-    train_pool = ShapePool(build_split(d, "train", d.n_train, data_root))
-    val = validation_set(ShapePool(build_split(d, "val", d.n_val, data_root)), kind, d, cfg.train.val_points)
+    train_pool = ShapePool(build_split(d, "train", d.n_train, _data_root(cfg, data_dir)))
+    val = _validation_data(cfg, data_dir)
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model).to(device)
@@ -243,10 +262,7 @@ def train(
                     kind=kind,
                     tau=v.tau,
                     config=cfg.to_dict()["model"],
-                    metrics={
-                        "val_iou": round(v.iou, 4),
-                        "val_iou_by_tau": {str(k): round(x, 4) for k, x in v.iou_by_tau.items()},
-                    },
+                    metrics=_metrics(v),
                     training={
                         "steps": step,
                         "wall_time_min": round(wall / 60, 1),
@@ -305,19 +321,11 @@ def average_weights(paths: list[Path], cfg: Config, out: Path, data_dir: Path = 
             for k, v in states[-1].items()
         }
     )
-    d = cfg.data
-    root = data_dir / "procedural" if d.source == "procedural" else Path(d.source)
-    val = validation_set(
-        ShapePool(build_split(d, "val", d.n_val, root)), cfg.model.kind, d, cfg.train.val_points
-    )
     with torch.no_grad():
-        v = validate(model.eval(), val)
+        v = validate(model.eval(), _validation_data(cfg, data_dir))
     meta = metas[-1]
     meta.tau = v.tau
-    meta.metrics = {
-        "val_iou": round(v.iou, 4),
-        "val_iou_by_tau": {str(k): round(x, 4) for k, x in v.iou_by_tau.items()},
-    }
+    meta.metrics = _metrics(v)
     meta.training["averaged"] = [
         {"file": str(p), "val_iou": m.metrics.get("val_iou"), "steps": m.training.get("steps")}
         for p, m in zip(paths, metas, strict=True)
