@@ -99,6 +99,26 @@ class ResumeError(RuntimeError):
     """A run's saved state cannot be resumed (corrupt, or from a different model)."""
 
 
+def _load_model_of(
+    path: Path, cfg: Config, purpose: str, may_grow: bool = False
+) -> tuple[OccupancyNetwork, ModelMeta]:
+    """Load a model file for ``purpose`` ("start from", "average"). ResumeError if it is unreadable
+    or not this config's network; with ``may_grow`` it may also read fewer pixel stages."""
+    try:
+        model, meta = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ResumeError(f"cannot {purpose} {path}: {e}") from None
+    had, want = meta.model_config(), cfg.model
+    if may_grow and had.pixel_stages <= want.pixel_stages:
+        had = replace(had, pixel_stages=want.pixel_stages)
+    if had != want:
+        raise ResumeError(
+            f"cannot {purpose} {path}: its model config {meta.config} differs from the config's "
+            f"{cfg.to_dict()['model']}"
+        )
+    return model, meta
+
+
 def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, Any]:
     """Copy a model file's weights into ``model``; returns its provenance, for the new run's metadata.
 
@@ -107,19 +127,7 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
     ResumeError unless it is the same network, or this one differs only in reading more pixel
     stages (``model.pixel_stages``).
     """
-    try:
-        source, meta = load_checkpoint(path)
-    except CheckpointError as e:
-        raise ResumeError(f"cannot start from {path}: {e}") from None
-    had = meta.model_config()
-    if (
-        replace(had, pixel_stages=cfg.model.pixel_stages) != cfg.model
-        or cfg.model.pixel_stages < had.pixel_stages
-    ):
-        raise ResumeError(
-            f"cannot start from {path}: its model config {meta.config} differs from this run's "
-            f"{cfg.to_dict()['model']}"
-        )
+    source, meta = _load_model_of(path, cfg, "start from", may_grow=True)
     # more pixel stages append feature channels to the decoder's input: their weights start at
     # zero, so the new network computes exactly what the old one did and learns to use them
     state = source.state_dict()
@@ -303,14 +311,7 @@ def average_weights(paths: list[Path], cfg: Config, out: Path, data_dir: Path = 
         raise ValueError("averaging needs at least two model files")
     models, metas = [], []
     for path in paths:
-        try:
-            model, meta = load_checkpoint(path)
-        except CheckpointError as e:
-            raise ResumeError(f"cannot average {path}: {e}") from None
-        if meta.model_config() != cfg.model:
-            raise ResumeError(
-                f"cannot average {path}: its model config {meta.config} differs from {cfg.to_dict()['model']}"
-            )
+        model, meta = _load_model_of(path, cfg, "average")
         models.append(model)
         metas.append(meta)
     states = [m.state_dict() for m in models]

@@ -182,7 +182,8 @@ def test_averaging_runs_gives_the_mean_weights_with_a_fresh_tau(tmp_path: Path) 
     data = tmp_path / "data"
     runs = [train(tiny_config(tmp_path / f"run{i}", 2 * (i + 1)), "tiny", data_dir=data) for i in range(2)]
     out = tmp_path / "avg" / "best.safetensors"
-    v = average_weights(runs, tiny_config(tmp_path / "x", 2), out, data)
+    cfg = tiny_config(tmp_path / "x", 2)
+    v = average_weights(runs, cfg, out, data)
     model, meta = load_checkpoint(out)
     states = [load_checkpoint(r)[0].state_dict() for r in runs]
     for key, value in model.state_dict().items():
@@ -192,10 +193,9 @@ def test_averaging_runs_gives_the_mean_weights_with_a_fresh_tau(tmp_path: Path) 
     assert [a["steps"] for a in meta.training["averaged"]] == [2, 4]
 
     before = runs[0].read_bytes()
-    cfg = tiny_config(tmp_path / "x", 2)
     other = replace(cfg, model=replace(cfg.model, hidden=32))
     with pytest.raises(ResumeError, match="cannot average .*differs"):
         average_weights(runs, other, tmp_path / "never.safetensors", data)
     with pytest.raises(ValueError, match="at least two"):
-        average_weights(runs[:1], tiny_config(tmp_path / "x", 2), tmp_path / "never.safetensors", data)
+        average_weights(runs[:1], cfg, tmp_path / "never.safetensors", data)
     assert not (tmp_path / "never.safetensors").exists() and runs[0].read_bytes() == before
