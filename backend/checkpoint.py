@@ -20,9 +20,16 @@ from safetensors.torch import load_file, save_file
 
 from .config import ConfigError, ModelConfig, _build
 from .models import OccupancyNetwork, build_model
+from .wire.model_header import (
+    FORMAT,
+    FORMAT_VERSION,
+    BadMetadataError,
+    ForeignModelError,
+    FormatVersionError,
+    NotSafetensorsError,
+    read_model_header,
+)
 
-FORMAT = "occupancy-reconstruct"
-FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -65,22 +72,19 @@ def read_meta(path: str | Path) -> ModelMeta:
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
     try:
-        with path.open("rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n < 100_000_000:
-                raise ValueError("bad header size")
-            header = json.loads(f.read(n))
-    except (ValueError, UnicodeDecodeError) as e:
+        fields = read_model_header(path)
+    except NotSafetensorsError as e:
         raise CheckpointError(f"{path} is not a safetensors model file ({e})") from None
-    info = header.get("__metadata__", {}) if isinstance(header, dict) else {}
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an Occupancy Reconstruct model (no '{FORMAT}' format tag)")
-    if info.get("format_version") != str(FORMAT_VERSION):
+    except ForeignModelError:
         raise CheckpointError(
-            f"{path} has model format version {info.get('format_version')}, this build reads {FORMAT_VERSION}"
-        )
+            f"{path} is not an Occupancy Reconstruct model (no '{FORMAT}' format tag)"
+        ) from None
+    except FormatVersionError as e:
+        raise CheckpointError(f"{path} has {e}") from None
+    except BadMetadataError as e:
+        raise CheckpointError(f"{path} has invalid metadata: {e}") from None
     try:
-        meta = ModelMeta(**json.loads(info["meta"]))
+        meta = ModelMeta(**fields)
         config = meta.model_config()
         config.validate()
     except (KeyError, TypeError, ValueError, ConfigError) as e:

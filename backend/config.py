@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .wire.constants import MODEL_KINDS as KINDS
+from .wire.constants import VOXEL_RES
+
 Kind = Literal["pointcloud", "voxels", "image", "unconditional"]
-KINDS: tuple[str, ...] = ("pointcloud", "voxels", "image", "unconditional")
 
 
 class ConfigError(ValueError):
@@ -86,7 +88,7 @@ class DataConfig:
     near_surface_ratio: float = 0.5  # share of query points near the surface (0 = original, uniform only)
     near_surface_sigma: float = 0.05
     padding: float = 0.1  # queries are uniform in [-(1+padding)/2, (1+padding)/2]^3
-    voxel_res: int = 32
+    voxel_res: int = VOXEL_RES
     image_size: int = 64
     views: int = 2  # rendered views per shape (image model)
     # training batches are mapped by a random symmetry per shape (data/augment.py): of the cube,
@@ -210,8 +212,10 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         raise ConfigError(
             f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({cfg.model.image_size})"
         )
-    if cfg.model.kind == "voxels" and cfg.data.voxel_res != 32:
-        raise ConfigError(f"data.voxel_res must be 32 (the voxel encoder's input), got {cfg.data.voxel_res}")
+    if cfg.model.kind == "voxels" and cfg.data.voxel_res != VOXEL_RES:
+        raise ConfigError(
+            f"data.voxel_res must be {VOXEL_RES} (the voxel encoder's input), got {cfg.data.voxel_res}"
+        )
     if cfg.model.kind == "image" and cfg.data.source != "procedural":
         raise ConfigError("image models train on procedural data only: mesh datasets have no rendered views")
     if cfg.model.kind == "image" and cfg.data.views < 1:

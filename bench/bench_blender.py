@@ -92,10 +92,10 @@ def bench_read_and_send(bpy: Any, addon: Any, repeat: int) -> None:
     config = addon.settings.backend_config(context)
     process = addon.runtime.service.connect(config)
     process.wait_ready(120)
-    choice = addon.inputs.detect(context, obj)
+    choice = addon.scene_inputs.detect(context, obj)
 
     def read() -> np.ndarray:
-        arrays: np.ndarray = addon.inputs.read(context, choice).arrays["points"]
+        arrays: np.ndarray = addon.scene_inputs.read(context, choice).arrays["points"]
         return arrays
 
     jobs: list[Any] = []

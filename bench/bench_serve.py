@@ -31,8 +31,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend import protocol  # noqa: E402
-from backend.protocol import BackendProcess  # noqa: E402
+from backend import wire  # noqa: E402
+from backend.wire import BackendProcess  # noqa: E402
 from occupancy_addon.backend_process import backend_command, backend_environment  # noqa: E402
 
 
@@ -196,8 +196,8 @@ def main() -> int:
             pending.cancel()
             try:
                 pending.wait(60)
-            except protocol.BackendError as e:
-                assert e.code == protocol.CANCELLED, e
+            except wire.BackendError as e:
+                assert e.code == wire.CANCELLED, e
             latencies.append(time.perf_counter() - start)
         print(
             f"cancel during MISE     {1000 * statistics.median(latencies):7.1f} ms  "

@@ -23,12 +23,14 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLAS
 
 def register() -> None:
     _register_classes()
+    properties.on_threshold_change(preview.threshold_changed)  # the result slider's live preview
     bpy.types.Scene.occupancy = bpy.props.PointerProperty(type=properties.OCC_PG_settings)  # type: ignore[attr-defined]
     bpy.types.Object.occupancy = bpy.props.PointerProperty(type=properties.OCC_PG_result)  # type: ignore[attr-defined]
 
 
 def unregister() -> None:
     # The backend process and any request in flight belong to this add-on: end them with it.
+    properties.on_threshold_change(None)
     preview.reset()
     runtime.shutdown()
     del bpy.types.Object.occupancy  # type: ignore[attr-defined]

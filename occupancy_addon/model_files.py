@@ -1,19 +1,19 @@
 """Model files the add-on can offer, read without torch.
 
 A model is a ``.safetensors`` file whose header carries the backend's metadata (name, kind, tau).
-The header is a little-endian u64 length followed by JSON, so the standard library reads it; the
-weights themselves are only ever loaded by the backend.
+The backend's own header reader (``backend/wire/model_header.py``, standard library only) reads
+it, format version check included; the weights themselves are only ever loaded by the backend.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT = "occupancy-reconstruct"  # the format tag backend/checkpoint.py writes
-KINDS = ("pointcloud", "voxels", "image", "unconditional")
+from .backend_link import load_protocol
+
+KINDS: tuple[str, ...] = tuple(load_protocol().MODEL_KINDS)
 KIND_LABELS = {
     "pointcloud": "point cloud",
     "voxels": "voxels",
@@ -21,7 +21,6 @@ KIND_LABELS = {
     "unconditional": "unconditional",
 }
 WEIGHTS_ENV_VAR = "OCC_WEIGHTS_DIR"
-MAX_HEADER_BYTES = 100_000_000
 
 
 class ModelFileError(ValueError):
@@ -48,20 +47,15 @@ def read_model_file(path: Path, shipped: bool = False) -> ModelFile:
     """The metadata of one model file; ModelFileError explains what is wrong with it."""
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
+    wire = load_protocol()
     try:
-        with path.open("rb") as stream:
-            size = int.from_bytes(stream.read(8), "little")
-            if not 0 < size < MAX_HEADER_BYTES:
-                raise ValueError("bad header size")
-            header = json.loads(stream.read(size))
-        info = header.get("__metadata__", {}) if isinstance(header, dict) else {}
-        if info.get("format") != FORMAT:
-            raise ModelFileError(f"{path.name} is not an Occupancy Reconstruct model file")
-        meta = json.loads(info["meta"])
+        meta = wire.read_model_header(path)
         kind, tau = str(meta["kind"]), float(meta["tau"])
-    except ModelFileError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except wire.ForeignModelError:
+        raise ModelFileError(f"{path.name} is not an Occupancy Reconstruct model file") from None
+    except wire.FormatVersionError as error:
+        raise ModelFileError(f"{path.name} has {error}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelFileError(f"{path.name} is not a readable model file ({error})") from None
     if kind not in KINDS:
         raise ModelFileError(f"{path.name} is a model of unknown kind {kind!r}")

@@ -19,31 +19,32 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import preview, runtime, settings, storage
-from .backend_link import BackendMissingError, backend_root
+from .backend_link import BackendMissingError, backend_root, load_protocol
 from .backend_process import BackendCommandError, probe_backend
 from .backend_python import BackendPythonNotFoundError
-from .inputs import MODES
+from .errors import JobCancelled, UserError
 from .installer import InstallJob, install_steps
-from .preferences import addon_preferences
+from .model_files import ModelFileError, read_model_file
 from .progress import describe, overall_fraction
 from .properties import result_settings, scene_settings
+from .redraw import tag_redraw
 from .results import Plan, Recipe, check_options, create_result, plan_generation, plan_reconstruction, send
 from .results import warnings_of as _warnings
-from .service import Job, JobCancelled, UserError
+from .scene_inputs import MODES
+from .service import BackendRequest
+from .settings import addon_preferences
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 TIMER_S = 0.1
+_wire = load_protocol()  # the resolutions and the threshold range, as the backend defines them
+_RESOLUTIONS_TEXT = ", ".join(map(str, _wire.RESOLUTIONS[:-1])) + f" or {_wire.RESOLUTIONS[-1]}"
 
 
 def _redraw_panels(context: bpy.types.Context) -> None:
-    screen = context.screen
-    if screen is None:
-        return
-    for area in screen.areas:
-        if area.type in ("VIEW_3D", "PREFERENCES"):
-            area.tag_redraw()
+    """The sidebar and the preferences, which show the task's progress and the installer's."""
+    tag_redraw(context.screen, ("VIEW_3D", "PREFERENCES"))
 
 
 def _print_progress(stage: str | None, fraction: float) -> None:
@@ -83,10 +84,10 @@ class _BackendTask(bpy.types.Operator):
     )
     resolution: IntProperty(  # type: ignore[valid-type]
         name="Resolution",
-        description="Grid cells per axis: 32, 64, 128, 256 or 512",
+        description=f"Grid cells per axis: {_RESOLUTIONS_TEXT}",
         default=128,
-        min=32,
-        max=512,
+        min=_wire.RESOLUTIONS[0],
+        max=_wire.RESOLUTIONS[-1],
     )
     refine_steps: IntProperty(  # type: ignore[valid-type]
         name="Refinement Steps",
@@ -101,7 +102,7 @@ class _BackendTask(bpy.types.Operator):
         description="Occupancy probability of the surface (0: the model's own threshold)",
         default=0.0,
         min=0.0,
-        max=0.999,
+        max=_wire.THRESHOLD_MAX,
         precision=3,
     )
 
@@ -111,7 +112,7 @@ class _BackendTask(bpy.types.Operator):
     def _label(self, plan: Plan) -> str:
         raise NotImplementedError
 
-    def _start(self, context: bpy.types.Context) -> Job:
+    def _start(self, context: bpy.types.Context) -> BackendRequest:
         if runtime.task is not None:
             raise UserError(f"Busy: {runtime.task.label}. Wait for it or press Cancel")
         check_options(self.resolution, self.refine_steps, self.simplify_faces, self.threshold)
@@ -269,7 +270,9 @@ class OCC_OT_set_threshold(bpy.types.Operator):
     bl_label = "Set Threshold"
     bl_options = {"REGISTER", "UNDO"}
 
-    threshold: FloatProperty(name="Threshold", default=0.2, min=0.001, max=0.999, precision=3)  # type: ignore[valid-type]
+    threshold: FloatProperty(  # type: ignore[valid-type]
+        name="Threshold", default=0.2, min=_wire.THRESHOLD_MIN, max=_wire.THRESHOLD_MAX, precision=3
+    )
     object: StringProperty(name="Object", description="The result object (empty: the active object)")  # type: ignore[valid-type]
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
@@ -432,8 +435,6 @@ class OCC_OT_add_checkpoint(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
-        from .model_files import ModelFileError, read_model_file
-
         preferences = addon_preferences(context)
         if preferences is None:
             self.report({"ERROR"}, "The add-on's preferences are not available")

@@ -7,11 +7,11 @@ from typing import Any
 import bpy
 
 from . import runtime
-from .inputs import detect
+from .errors import UserError
 from .progress import describe, overall_fraction
 from .properties import AUTO_MODEL, OCC_PG_settings, result_settings, scene_settings
 from .results import choose_model
-from .service import UserError
+from .scene_inputs import detect
 
 
 def _draw_status(layout: bpy.types.UILayout) -> None:

@@ -1,10 +1,14 @@
-"""Add-on preferences: which Python runs the backend, on which device, with which models."""
+"""Add-on preferences: which Python runs the backend, on which device, with which models.
+
+The rest of the add-on reads them with ``settings.addon_preferences``, never through this module.
+"""
 
 from __future__ import annotations
 
 import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
 
+from . import runtime, settings
 from .backend_python import ENV_VAR
 from .model_files import WEIGHTS_ENV_VAR
 
@@ -80,8 +84,6 @@ class OCC_AddonPreferences(bpy.types.AddonPreferences):
     checkpoint_index: IntProperty(default=0)  # type: ignore[valid-type]
 
     def draw(self, context: bpy.types.Context) -> None:
-        from . import runtime, settings  # settings imports this module
-
         layout = self.layout
         box = layout.box()
         box.label(text="Backend", icon="CONSOLE")
@@ -125,19 +127,6 @@ class OCC_AddonPreferences(bpy.types.AddonPreferences):
             box.label(text=problem, icon="ERROR")
         if not models:
             box.label(text="No models found", icon="ERROR")
-
-
-def addon_preferences(context: bpy.types.Context) -> OCC_AddonPreferences | None:
-    """This add-on's preferences, or None when the package was registered without being enabled
-    as an add-on (then Blender keeps no preferences for it)."""
-    if context.preferences is None:
-        return None
-    addon = context.preferences.addons.get(__package__)
-    if addon is None:
-        return None
-    preferences = addon.preferences
-    assert isinstance(preferences, OCC_AddonPreferences)
-    return preferences
 
 
 CLASSES = (OCC_PG_checkpoint, OCC_UL_checkpoints, OCC_AddonPreferences)

@@ -13,47 +13,33 @@ source object (or, for a generated shape, nothing but the seed).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import bpy
 
 from . import runtime
 from .coalesce import Coalescer
+from .errors import FieldGoneError, JobCancelled, UserError
 from .mesh_write import write_mesh
-from .properties import OCC_PG_result, result_settings
+from .properties import OCC_PG_result, quiet_updates, result_settings
+from .redraw import tag_redraw
 from .results import Plan, Recipe, plan_generation, plan_reconstruction, send
-from .service import FieldGoneError, Job, JobCancelled, UserError
+from .service import BackendRequest
+from .settings import backend_config
 
 POLL_S = 0.005  # how often the UI timer looks for replies while a preview is in flight
-_quiet = 0
-
-
-@contextmanager
-def quiet_updates() -> Iterator[None]:
-    """Set result properties without triggering a re-extraction (when the add-on writes them)."""
-    global _quiet
-    _quiet += 1
-    try:
-        yield
-    finally:
-        _quiet -= 1
 
 
 def _find(key: int) -> bpy.types.Object | None:
     return next((obj for obj in bpy.data.objects if obj.session_uid == key), None)
 
 
-def _send(key: int, tau: float) -> Job:
+def _send(key: int, tau: float) -> BackendRequest:
     obj = _find(key)
     if obj is None:
         raise UserError("The result object is gone")
     result = result_settings(obj)
     context = bpy.context
     if result.field_id and result.backend_token == runtime.service.token:
-        from .settings import backend_config
-
         job = runtime.service.request(backend_config(context), "extract", result.field_id, tau)
     else:
         job = send(context, remake_plan(context, result), tau)
@@ -74,7 +60,7 @@ def remake_plan(context: bpy.types.Context, result: OCC_PG_result) -> Plan:
     return plan_reconstruction(context, result.source, recipe, image)
 
 
-def _finish(key: int, tau: float, job: Job) -> None:
+def _finish(key: int, tau: float, job: BackendRequest) -> None:
     try:
         reply = job.outcome()
     except JobCancelled:
@@ -96,7 +82,7 @@ def _finish(key: int, tau: float, job: Job) -> None:
             result.field_id = reply.fields.get("field_id") or ""
             result.backend_token = job.token
     runtime.clear_error()
-    _redraw()
+    tag_redraw(getattr(bpy.context, "screen", None), ("VIEW_3D",))
 
 
 def _fail(key: int, error: Exception) -> None:
@@ -105,15 +91,15 @@ def _fail(key: int, error: Exception) -> None:
     else:
         runtime.set_error(f"Updating the threshold failed: {type(error).__name__}: {error}")
     print(f"Occupancy Reconstruct: {runtime.status.error}", file=sys.stderr)
-    _redraw()
+    tag_redraw(getattr(bpy.context, "screen", None), ("VIEW_3D",))
 
 
-_coalescer: Coalescer[int, Job] = Coalescer(_send, lambda job: job.done(), _finish, _fail)
+_coalescer: Coalescer[int, BackendRequest] = Coalescer(_send, lambda job: job.done(), _finish, _fail)
 
 
 def threshold_changed(result: OCC_PG_result) -> None:
-    """The update of ``Object.occupancy.threshold``."""
-    if _quiet or not result.is_result:
+    """What a change of ``Object.occupancy.threshold`` runs (``register()`` wires it in)."""
+    if not result.is_result:
         return
     obj = result.id_data
     if not isinstance(obj, bpy.types.Object):
@@ -146,12 +132,3 @@ def reset() -> None:
     _coalescer.forget()
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
-
-
-def _redraw() -> None:
-    screen: Any = getattr(bpy.context, "screen", None)
-    if screen is None:
-        return
-    for area in screen.areas:
-        if area.type == "VIEW_3D":
-            area.tag_redraw()

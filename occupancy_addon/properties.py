@@ -1,31 +1,39 @@
 """Settings saved in the .blend: the panel's choices (``Scene.occupancy``) and, on every result
-object, how it was made and at which threshold (``Object.occupancy``)."""
+object, how it was made and at which threshold (``Object.occupancy``).
+
+What a change of a result's threshold does (the live preview) is wired in by ``register()`` with
+``on_threshold_change``: the preview builds on the modules that read these settings, so this
+module cannot import it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .inputs import MODES
+from .backend_link import load_protocol
+from .scene_inputs import MODES
+from .settings import available_models
 
+_wire = load_protocol()  # the resolutions and the threshold range, as the backend defines them
 AUTO_MODEL = "AUTO"
-RESOLUTIONS = [
-    ("32", "32", "Coarsest grid: fastest"),
-    ("64", "64", ""),
-    ("128", "128", "The default grid"),
-    ("256", "256", "Fine details; slower and needs more memory"),
-    ("512", "512", "Finest grid; slow"),
-]
+_RESOLUTION_NOTES = {
+    32: "Coarsest grid: fastest",
+    128: "The default grid",
+    256: "Fine details; slower and needs more memory",
+    512: "Finest grid; slow",
+}
+RESOLUTIONS = [(str(r), str(r), _RESOLUTION_NOTES.get(r, "")) for r in _wire.RESOLUTIONS]
 
 # Blender keeps only pointers to the strings of dynamic enum items: they must outlive the callback.
 _model_items_alive: list[tuple[str, str, str]] = []
 
 
 def _model_items(self: Any, context: bpy.types.Context | None) -> list[tuple[str, str, str]]:
-    from .settings import available_models  # settings imports the preferences, not this module
-
     items = [(AUTO_MODEL, "Automatic", "The first installed model for the kind of input")]
     if context is not None:
         models, _ = available_models(context)
@@ -73,8 +81,8 @@ class OCC_PG_settings(bpy.types.PropertyGroup):
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold",
         description="Occupancy probability at which the surface is extracted",
-        min=0.001,
-        max=0.999,
+        min=_wire.THRESHOLD_MIN,
+        max=_wire.THRESHOLD_MAX,
         default=0.2,  # the value all published Occupancy Network models use
         precision=3,
     )
@@ -83,10 +91,31 @@ class OCC_PG_settings(bpy.types.PropertyGroup):
     )
 
 
-def _threshold_changed(self: OCC_PG_result, context: bpy.types.Context) -> None:
-    from . import preview  # preview uses the operators' machinery, which imports this module
+ThresholdListener = Callable[["OCC_PG_result"], None]
+_threshold_listener: ThresholdListener | None = None
+_quiet = 0
 
-    preview.threshold_changed(self)
+
+def on_threshold_change(listener: ThresholdListener | None) -> None:
+    """Set what runs when a result's threshold changes (None: nothing, as while unregistered)."""
+    global _threshold_listener
+    _threshold_listener = listener
+
+
+@contextmanager
+def quiet_updates() -> Iterator[None]:
+    """Set result properties without triggering a re-extraction (when the add-on writes them)."""
+    global _quiet
+    _quiet += 1
+    try:
+        yield
+    finally:
+        _quiet -= 1
+
+
+def _threshold_changed(self: OCC_PG_result, context: bpy.types.Context) -> None:
+    if not _quiet and _threshold_listener is not None:
+        _threshold_listener(self)
 
 
 class OCC_PG_result(bpy.types.PropertyGroup):
@@ -102,8 +131,8 @@ class OCC_PG_result(bpy.types.PropertyGroup):
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold",
         description="Occupancy probability of the surface; dragging re-extracts the mesh live",
-        min=0.001,
-        max=0.999,
+        min=_wire.THRESHOLD_MIN,
+        max=_wire.THRESHOLD_MAX,
         default=0.2,
         precision=3,
         update=_threshold_changed,

@@ -11,15 +11,17 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import inputs, runtime, settings
+from . import runtime, scene_inputs, settings
+from .backend_link import load_protocol
+from .errors import UserError
 from .mesh_write import write_mesh
 from .model_files import ModelFile, ModelFileError, pick_model
-from .properties import result_settings
-from .service import Job, UserError
+from .properties import quiet_updates, result_settings
+from .service import BackendRequest
 
 RESULT_SUFFIX = ".occupancy"
 GENERATED_NAME = "Generated"
-RESOLUTION_CHOICES = (32, 64, 128, 256, 512)
+RESOLUTION_CHOICES: tuple[int, ...] = tuple(load_protocol().RESOLUTIONS)
 
 
 @dataclass
@@ -100,9 +102,9 @@ def plan_reconstruction(
     chosen_image: bpy.types.Image | None,
 ) -> Plan:
     """Detect and read the input, pick the model; UserError says what is wrong."""
-    choice = inputs.detect(context, obj, recipe.input_mode, recipe.use_modifiers, chosen_image)
+    choice = scene_inputs.detect(context, obj, recipe.input_mode, recipe.use_modifiers, chosen_image)
     model = choose_model(context, recipe.model, choice.kind)
-    observation = inputs.read(context, choice, recipe.use_modifiers)
+    data = scene_inputs.read(context, choice, recipe.use_modifiers)
     recipe.kind, recipe.model = model.kind, model.name
     if choice.obj is None and choice.image is not None:
         recipe.image = choice.image.name
@@ -110,8 +112,8 @@ def plan_reconstruction(
         recipe,
         model,
         choice.name + RESULT_SUFFIX,
-        observation.matrix_world,
-        observation.arrays,
+        data.matrix_world,
+        data.arrays,
         source=choice.obj.name if choice.obj is not None else "",
         description=choice.description,
     )
@@ -128,8 +130,8 @@ def plan_generation(context: bpy.types.Context, recipe: Recipe) -> Plan:
     return Plan(recipe, model, GENERATED_NAME + RESULT_SUFFIX, matrix, {}, description=f"seed {recipe.seed}")
 
 
-def send(context: bpy.types.Context, plan: Plan, tau: float | None) -> Job:
-    """Start the backend request of ``plan``; the reply comes back on the returned Job."""
+def send(context: bpy.types.Context, plan: Plan, tau: float | None) -> BackendRequest:
+    """Start the backend request of ``plan``; the reply comes back on the returned request."""
     config = settings.backend_config(context)
     options = plan.recipe.options(tau)
     if plan.recipe.kind == "unconditional":
@@ -150,8 +152,6 @@ def _collection_for(context: bpy.types.Context, source: bpy.types.Object | None)
 
 def create_result(context: bpy.types.Context, plan: Plan, reply: Any, token: str) -> bpy.types.Object:
     """A new mesh object from a ``result`` reply, placed by the plan, selected and active."""
-    from .preview import quiet_updates  # preview imports this module
-
     mesh = bpy.data.meshes.new(plan.name)
     write_mesh(mesh, reply.arrays["vertices"], reply.arrays["faces"])
     obj = bpy.data.objects.new(plan.name, mesh)

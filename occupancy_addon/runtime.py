@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .backend_process import TorchInfo
 from .installer import InstallJob
-from .service import BackendService, Job
+from .service import BackendRequest, BackendService
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Task:
     """The reconstruction or generation the panel shows progress for (one at a time)."""
 
     label: str  # e.g. "Reconstructing 'Scan'"
-    job: Job
+    job: BackendRequest
     cancel_requested: bool = False
 
 

@@ -2,8 +2,9 @@
 
 Requests go out at once (the backend queues them while it still loads torch) and come back on
 the protocol client's reader thread. Nothing here touches bpy from that thread: callers poll a
-``Job`` on Blender's main thread, from a modal operator's timer or ``bpy.app.timers`` in the UI,
-or with the blocking ``Job.wait`` loop in background mode, where timers never run.
+``BackendRequest`` on Blender's main thread, from a modal operator's timer or ``bpy.app.timers``
+in the UI, or with the blocking ``BackendRequest.wait`` loop in background mode, where timers
+never run.
 """
 
 from __future__ import annotations
@@ -17,28 +18,9 @@ from typing import Any
 
 from .backend_link import load_protocol
 from .backend_process import backend_command, backend_environment, serve_arguments
+from .errors import FieldGoneError, JobCancelled, UserError
 
 ProgressReport = Callable[[str | None, float], None]
-
-
-class UserError(Exception):
-    """A failure to show as it is: the message says what happened and what to do next.
-
-    ``crashed`` marks a backend that is gone; the panel then offers to restart it.
-    """
-
-    def __init__(self, message: str, crashed: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.crashed = crashed
-
-
-class JobCancelled(Exception):  # noqa: N818 - it is an outcome, not an error
-    """The request was cancelled (Esc, the Cancel button, or a newer threshold replaced it)."""
-
-
-class FieldGoneError(UserError):
-    """The backend no longer holds the field a result was made from (evicted, or a new process)."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +49,9 @@ class BackendConfig:
         )
 
 
-class Job:
-    """One request in flight. Poll ``done()``/``progress`` on the main thread, then ``outcome()``."""
+class BackendRequest:
+    """One request to the backend in flight. Poll ``done()``/``progress`` on the main thread, then
+    ``outcome()``."""
 
     def __init__(self, service: BackendService, pending: Any, what: str) -> None:
         self.service = service
@@ -211,7 +194,7 @@ class BackendService:
         self.crash = None
         self._crash_config = None
 
-    def request(self, config: BackendConfig, what: str, *args: Any, **kwargs: Any) -> Job:
+    def request(self, config: BackendConfig, what: str, *args: Any, **kwargs: Any) -> BackendRequest:
         """Send ``process.<what>(*args, **kwargs)`` (reconstruct, extract, sample, release)."""
         process = self.connect(config)
         protocol = load_protocol()
@@ -224,7 +207,7 @@ class BackendService:
             while process.failure is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             raise self.translate(process.failure or error) from None
-        return Job(self, pending, what)
+        return BackendRequest(self, pending, what)
 
     # -- errors -----------------------------------------------------------------------------------------
     def crash_message(self) -> str:

@@ -1,22 +1,46 @@
-"""The add-on's settings turned into what the backend needs: interpreter, folders and models."""
+"""The add-on's settings turned into what the backend needs: interpreter, folders and models.
+
+The preferences are read through ``context.preferences``, as Blender's own add-ons do, rather than
+by importing the module that defines them: that module's ``draw`` shows what this one works out.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Any, Protocol, cast
 
 import bpy
 
 from . import runtime, storage
 from .backend_link import BackendMissingError, backend_root
 from .backend_python import BackendPython, BackendPythonNotFoundError, blender_python, find_backend_python
+from .errors import UserError
 from .model_files import ModelFile, from_ready, list_checkpoints, list_models, shipped_weights_dir
-from .preferences import addon_preferences
-from .service import BackendConfig, UserError
+from .service import BackendConfig
 
 DEFAULT_CACHE_MB = 512
 _MODELS_TTL_S = 2.0  # the panel redraws often; model headers are re-read at most this often
 _models_cache: dict[tuple[str, ...], tuple[float, list[ModelFile], list[str]]] = {}
+
+
+class StoredPreferences(Protocol):
+    """The stored preferences (``preferences.OCC_AddonPreferences``) as the add-on reads them."""
+
+    backend_python: str
+    device: str
+    cache_mb: int
+    models_folder: str
+    checkpoints: Any  # a collection of items with a ``filepath``
+    checkpoint_index: int
+
+
+def addon_preferences(context: bpy.types.Context) -> StoredPreferences | None:
+    """This add-on's preferences, or None when the package was registered without being enabled
+    as an add-on (then Blender keeps no preferences for it)."""
+    if context.preferences is None or __package__ not in context.preferences.addons:
+        return None
+    return cast(StoredPreferences, context.preferences.addons[__package__].preferences)
 
 
 def resolve_backend_python(context: bpy.types.Context) -> BackendPython:

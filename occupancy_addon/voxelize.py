@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-RESOLUTION = 32
+from .backend_link import load_protocol
+
+RESOLUTION: int = load_protocol().VOXEL_RES  # the voxel models' input grid, as the backend defines it
 SAMPLE_SPACING = 0.5  # between surface samples, in voxels: every voxel a triangle crosses gets one
 CHUNK_SAMPLES = 1 << 21  # surface samples generated at once (bounds the memory use)
 # How far (in voxels) samples move off voxel boundaries; well above float32 rounding of a mesh's

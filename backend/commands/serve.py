@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     # when this process ends (by closing stdin), so the interrupt is not ours to act on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    from ..serve import Server, reconstructor_loader
+    from ..serving.server import Server, reconstructor_loader
 
     weights = str(args.weights_dir) if args.weights_dir else None
     server = Server(

@@ -18,7 +18,7 @@ from .field import Field
 from .grid import Grid
 from .lattice import LatticeValues
 from .observation import Frame
-from .types import ReconstructOptions
+from .types import FieldGoneError, ReconstructOptions
 
 
 @dataclass
@@ -63,8 +63,10 @@ class FieldCache:
         return field_id
 
     def get(self, field_id: str) -> CachedField:
-        """The entry (now the most recently used); KeyError if released or evicted."""
-        entry = self._entries[field_id]
+        """The entry (now the most recently used); FieldGoneError if released or evicted."""
+        entry = self._entries.get(field_id)
+        if entry is None:
+            raise FieldGoneError(field_id)
         self._entries.move_to_end(field_id)
         return entry
 
@@ -79,8 +81,8 @@ class FieldCache:
             total -= self._entries.pop(field_id).nbytes
 
     def release(self, field_id: str | None = None) -> None:
-        """Drop one entry (KeyError if unknown) or, with None, all of them."""
+        """Drop one entry (FieldGoneError if unknown) or, with None, all of them."""
         if field_id is None:
             self._entries.clear()
-        else:
-            del self._entries[field_id]
+        elif self._entries.pop(field_id, None) is None:
+            raise FieldGoneError(field_id)

@@ -11,22 +11,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..wire.constants import RESOLUTIONS
 from .types import InputError
 
-BASE_RESOLUTION = 32
-MAX_RESOLUTION = 512
+BASE_RESOLUTION = RESOLUTIONS[0]
 PADDING = 0.1
 
 
 def check_resolution(resolution: object) -> int:
-    """``resolution`` as an int, or an InputError unless it is 32 * 2^k and at most 512."""
+    """``resolution`` as an int, or an InputError unless it is one of ``RESOLUTIONS`` (32 * 2^k up to 512)."""
     if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer):
         raise InputError(f"resolution must be an integer, got {resolution!r}")
     r = int(resolution)
-    ratio = r // BASE_RESOLUTION
-    if r < BASE_RESOLUTION or r > MAX_RESOLUTION or r % BASE_RESOLUTION or ratio & (ratio - 1):
-        allowed = ", ".join(str(BASE_RESOLUTION << k) for k in range(5))
-        raise InputError(f"resolution must be one of {allowed}, got {r}")
+    if r not in RESOLUTIONS:
+        raise InputError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}, got {r}")
     return r
 
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..wire.constants import VOXEL_RES
 from .types import InputError, Observation
 
 MIN_POINTS = 10
-VOXEL_RES = 32
 DEFAULT_TRAINING_POINTS = 300
 
 

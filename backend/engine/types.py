@@ -24,6 +24,15 @@ class InputError(ValueError):
     """The observation or an option is invalid. The message names what is wrong."""
 
 
+class FieldGoneError(KeyError):
+    """No field is cached under this id (released, evicted or never made); raised by the field cache.
+
+    A KeyError, as for any mapping; the server tells it apart by its type, so that a KeyError from
+    some other lookup inside the engine is never taken for a missing field. Defined here, with the
+    engine's other errors, so that the server can catch it without importing torch.
+    """
+
+
 class Cancelled(Exception):  # noqa: N818 - the agreed name
     """The work was stopped because ``cancel()`` returned True."""
 

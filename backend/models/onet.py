@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..wire.constants import VOXEL_RES  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
 from .decoders import DecoderCBatchNorm, DecoderSimple
 from .encoders import LatentPointNet, PointGridUNet, ResNet18, ResnetPointNet, VoxelCNN
 from .local import GridFeatures, PixelFeatures, VoxelFeatures
 
-VOXEL_RES = 32  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
 
 
 class ModelInputError(ValueError):

@@ -1,1 +1,2 @@
-"""Pieces of the serve process: standard streams, the job queue, and requests turned into engine calls."""
+"""The serve process: the server (``server``), its standard streams, job queue, and requests turned
+into engine calls."""

@@ -6,7 +6,7 @@ import collections
 import threading
 from dataclasses import dataclass, field
 
-from ..protocol import Message
+from ..wire.schemas import Message
 
 
 @dataclass

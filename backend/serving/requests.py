@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import protocol
 from ..engine.types import Cancelled, InputError, MeshResult, ModelInfo, Observation, ReconstructOptions
-from ..protocol import Message
+from ..wire import schemas
+from ..wire.schemas import Message
 
 # The array that carries the observation of each conditional kind.
 OBSERVATION_ARRAY = {"pointcloud": "points", "voxels": "voxels", "image": "image"}
@@ -59,12 +59,12 @@ def options_from_fields(values: Mapping[str, Any]) -> ReconstructOptions:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise RequestError(
-            protocol.BAD_MESSAGE, f"unknown option(s): {', '.join(unknown)}; known: {', '.join(known)}"
+            schemas.BAD_MESSAGE, f"unknown option(s): {', '.join(unknown)}; known: {', '.join(known)}"
         )
     for name, value in values.items():
         if not _accepts(hints[name], value):
             expected = _type_name(hints[name])
-            raise RequestError(protocol.BAD_MESSAGE, f"option '{name}' must be {expected}, got {value!r:.80}")
+            raise RequestError(schemas.BAD_MESSAGE, f"option '{name}' must be {expected}, got {value!r:.80}")
     converted: dict[str, Any] = {
         k: float(v) if hints[k] in (float, float | None) and v is not None else v for k, v in values.items()
     }
@@ -74,21 +74,21 @@ def options_from_fields(values: Mapping[str, Any]) -> ReconstructOptions:
 def choose_model(models: Sequence[ModelInfo], name: str | None, kind: str | None) -> ModelInfo:
     """The model called ``name``, or else the first model of ``kind``; both given: they must agree."""
     if name is None and kind is None:
-        raise RequestError(protocol.BAD_MESSAGE, "give a 'model' name or a 'kind'")
+        raise RequestError(schemas.BAD_MESSAGE, "give a 'model' name or a 'kind'")
     if name is not None:
         found = next((m for m in models if m.name == name), None)
         if found is None and name.endswith(".safetensors"):
             found = _model_file(name)
         if found is None:
             names = ", ".join(m.name for m in models) or "none"
-            raise RequestError(protocol.UNKNOWN_MODEL, f"no model named {name!r}; available: {names}")
+            raise RequestError(schemas.UNKNOWN_MODEL, f"no model named {name!r}; available: {names}")
         if kind is not None and found.kind != kind:
-            raise RequestError(protocol.BAD_INPUT, f"model {name!r} takes {found.kind} input, not {kind}")
+            raise RequestError(schemas.BAD_INPUT, f"model {name!r} takes {found.kind} input, not {kind}")
         return found
     found = next((m for m in models if m.kind == kind), None)
     if found is None:
         kinds = ", ".join(sorted({m.kind for m in models})) or "none"
-        raise RequestError(protocol.UNKNOWN_MODEL, f"no {kind} model is installed; installed kinds: {kinds}")
+        raise RequestError(schemas.UNKNOWN_MODEL, f"no {kind} model is installed; installed kinds: {kinds}")
     return found
 
 
@@ -99,7 +99,7 @@ def _model_file(path: str) -> ModelInfo:
     try:
         meta = read_meta(path)
     except CheckpointError as e:
-        raise RequestError(protocol.UNKNOWN_MODEL, str(e)) from None
+        raise RequestError(schemas.UNKNOWN_MODEL, str(e)) from None
     return ModelInfo(path, meta.kind, float(meta.tau), path)
 
 
@@ -107,12 +107,12 @@ def observation_from_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> Obse
     """The observation a ``kind`` model needs, refusing missing or unrelated arrays."""
     needed = OBSERVATION_ARRAY.get(kind)
     if needed is None:
-        raise RequestError(protocol.BAD_INPUT, f"a {kind} model does not reconstruct; use 'sample'")
+        raise RequestError(schemas.BAD_INPUT, f"a {kind} model does not reconstruct; use 'sample'")
     allowed = {needed, "bounds"} if kind == "voxels" else {needed}
     extra = sorted(set(arrays) - allowed)
     if needed not in arrays or extra:
         raise RequestError(
-            protocol.BAD_INPUT,
+            schemas.BAD_INPUT,
             f"a {kind} model needs the array '{needed}'"
             + (" (and optionally 'bounds')" if kind == "voxels" else "")
             + (f", not {', '.join(extra)}" if extra else ""),
@@ -149,12 +149,12 @@ def classify(error: BaseException) -> tuple[str, str]:
     if isinstance(error, RequestError):
         return error.code, str(error)
     if isinstance(error, Cancelled):
-        return protocol.CANCELLED, str(error) or "cancelled"
+        return schemas.CANCELLED, str(error) or "cancelled"
     if isinstance(error, InputError):
-        return protocol.BAD_INPUT, str(error)
+        return schemas.BAD_INPUT, str(error)
     if is_out_of_memory(error):
-        return protocol.OUT_OF_MEMORY, f"out of memory: {error}"
-    return protocol.INTERNAL, f"{type(error).__name__}: {error}"
+        return schemas.OUT_OF_MEMORY, f"out of memory: {error}"
+    return schemas.INTERNAL, f"{type(error).__name__}: {error}"
 
 
 def error_message(request_id: int | None, code: str, text: str, fatal: bool = False) -> Message:

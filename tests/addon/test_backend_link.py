@@ -1,10 +1,12 @@
-"""Locating the backend package and loading its protocol module by file path."""
+"""Locating the backend package and loading its wire package by file path."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -14,7 +16,7 @@ from occupancy_addon.backend_link import BackendMissingError, backend_root, load
 PROTOCOL_SOURCE = """
 from dataclasses import dataclass
 
-VERSION = 7
+from .version import VERSION
 
 
 @dataclass
@@ -27,18 +29,28 @@ def make_backend(folder: Path, protocol: str | None = PROTOCOL_SOURCE) -> Path:
     (folder / "backend").mkdir(parents=True)
     (folder / "backend" / "__init__.py").write_text("")
     if protocol is not None:
-        (folder / "backend" / "protocol.py").write_text(protocol)
+        (folder / "backend" / "wire").mkdir()
+        (folder / "backend" / "wire" / "__init__.py").write_text(protocol)
+        (folder / "backend" / "wire" / "version.py").write_text("VERSION = 7\n")
     return folder
+
+
+def loaded_names() -> dict[str, ModuleType]:
+    """The wire package and its submodules as registered in ``sys.modules``."""
+    name = backend_link.PROTOCOL_MODULE_NAME
+    return {n: m for n, m in sys.modules.items() if n == name or n.startswith(name + ".")}
 
 
 @pytest.fixture
 def clean_protocol_module() -> Iterator[None]:
-    """Forget a protocol module loaded by a test, so tests don't see each other's."""
-    saved = sys.modules.pop(backend_link.PROTOCOL_MODULE_NAME, None)
+    """Forget a wire package loaded by a test, so tests don't see each other's."""
+    saved = loaded_names()
+    for name in saved:
+        del sys.modules[name]
     yield
-    sys.modules.pop(backend_link.PROTOCOL_MODULE_NAME, None)
-    if saved is not None:
-        sys.modules[backend_link.PROTOCOL_MODULE_NAME] = saved
+    for name in loaded_names():
+        del sys.modules[name]
+    sys.modules.update(saved)
 
 
 def test_repository_layout_finds_the_sibling_backend(repo_root: Path) -> None:
@@ -67,6 +79,8 @@ def test_protocol_loads_under_a_private_name(tmp_path: Path) -> None:
     assert protocol.VERSION == 7
     assert protocol.__name__ == backend_link.PROTOCOL_MODULE_NAME
     assert not protocol.__name__.startswith("backend")
+    # its relative imports resolve inside the package, under the private name
+    assert f"{backend_link.PROTOCOL_MODULE_NAME}.version" in sys.modules
     # dataclasses resolve their module through sys.modules, so this only works when registered
     assert protocol.Request(kind="pointcloud").kind == "pointcloud"
     # later calls without a root reuse the loaded module
@@ -76,7 +90,7 @@ def test_protocol_loads_under_a_private_name(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("clean_protocol_module")
 def test_missing_protocol_file_is_reported_with_its_path(tmp_path: Path) -> None:
     root = make_backend(tmp_path, protocol=None)
-    with pytest.raises(BackendMissingError, match="protocol.py"):
+    with pytest.raises(BackendMissingError, match=re.escape(str(root / "backend" / "wire" / "__init__.py"))):
         load_protocol(root)
     assert backend_link.PROTOCOL_MODULE_NAME not in sys.modules
 
@@ -87,3 +101,4 @@ def test_protocol_that_fails_to_import_leaves_nothing_behind(tmp_path: Path) -> 
     with pytest.raises(ImportError, match="needs torch"):
         load_protocol(root)
     assert backend_link.PROTOCOL_MODULE_NAME not in sys.modules
+    assert not loaded_names()

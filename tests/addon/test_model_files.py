@@ -18,10 +18,13 @@ from occupancy_addon.model_files import (
 )
 
 
-def fake_model(path: Path, kind: str, tau: float = 0.3, fmt: str = "occupancy-reconstruct") -> Path:
+def fake_model(
+    path: Path, kind: str, tau: float = 0.3, fmt: str = "occupancy-reconstruct", version: str = "1"
+) -> Path:
     """A file with a real safetensors header (no tensors): all the add-on ever reads."""
     meta = {"name": path.stem, "kind": kind, "tau": tau, "config": {}}
-    header = json.dumps({"__metadata__": {"format": fmt, "format_version": "1", "meta": json.dumps(meta)}})
+    info = {"format": fmt, "format_version": version, "meta": json.dumps(meta)}
+    header = json.dumps({"__metadata__": info})
     path.write_bytes(struct.pack("<Q", len(header)) + header.encode())
     return path
 
@@ -48,6 +51,8 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         read_model_file(fake_model(tmp_path / "other.safetensors", "pointcloud", fmt="something-else"))
     with pytest.raises(ModelFileError, match="unknown kind 'mesh'"):
         read_model_file(fake_model(tmp_path / "mesh.safetensors", "mesh"))
+    with pytest.raises(ModelFileError, match="newer.safetensors has model format version 99, this build"):
+        read_model_file(fake_model(tmp_path / "newer.safetensors", "pointcloud", version="99"))
 
 
 def test_listing_and_picking(tmp_path: Path) -> None:

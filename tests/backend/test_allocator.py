@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.allocator import ALLOCATOR_ENV, OPT_OUT
-from backend.protocol import BackendProcess
+from backend.wire import BackendProcess
 
 REPO = Path(__file__).resolve().parents[2]
 

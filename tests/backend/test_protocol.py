@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -13,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backend import protocol
-from backend.protocol import FrameError, FrameReader, Message, MessageError
+from backend import wire
+from backend.wire import FrameError, FrameReader, Message, MessageError
 
 
-def read_all(data: bytes, accept: frozenset[str] = protocol.CLIENT_MESSAGES, **kw: Any) -> list[Any]:
+def read_all(data: bytes, accept: frozenset[str] = wire.CLIENT_MESSAGES, **kw: Any) -> list[Any]:
     """Every message, MessageError and the final FrameError/None the reader yields for ``data``."""
     reader = FrameReader(io.BytesIO(data), accept, **kw)
     out: list[Any] = []
@@ -35,13 +36,13 @@ def read_all(data: bytes, accept: frozenset[str] = protocol.CLIENT_MESSAGES, **k
             return out
 
 
-def raw_frame(header: Any, payload: bytes = b"", *, magic: bytes = protocol.MAGIC, version: int = 1) -> bytes:
+def raw_frame(header: Any, payload: bytes = b"", *, magic: bytes = wire.MAGIC, version: int = 1) -> bytes:
     """A frame with an arbitrary JSON header and payload (what a broken client might send)."""
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
     return struct.pack("<4sHHIQ", magic, version, 0, len(text), len(payload)) + text + payload
 
 
-ECHO = protocol.frame_bytes(Message("echo", 99, {"data": "after"}))
+ECHO = wire.frame_bytes(Message("echo", 99, {"data": "after"}))
 
 
 def test_result_round_trip_keeps_arrays_and_fields() -> None:
@@ -56,7 +57,7 @@ def test_result_round_trip_keeps_arrays_and_fields() -> None:
             "normals": rng.random((5, 3), dtype=np.float32),
         },
     )
-    [got, end] = read_all(protocol.frame_bytes(sent), protocol.BACKEND_MESSAGES)
+    [got, end] = read_all(wire.frame_bytes(sent), wire.BACKEND_MESSAGES)
     assert end is None
     assert (got.type, got.id, got.fields) == ("result", 7, sent.fields)
     for name, array in sent.arrays.items():
@@ -65,12 +66,12 @@ def test_result_round_trip_keeps_arrays_and_fields() -> None:
         assert got.arrays[name].flags.writeable and got.arrays[name].flags.owndata
 
 
-@pytest.mark.parametrize("dtype", list(protocol.DTYPES))
+@pytest.mark.parametrize("dtype", list(wire.DTYPES))
 def test_every_allowed_dtype_survives_with_odd_sizes(dtype: str) -> None:
     """Odd byte counts exercise the 8-byte padding between arrays."""
     first = (np.arange(7) % 2).astype(dtype)
     second = np.arange(3 * 5 * 1, dtype=np.float64).reshape(3, 5, 1).astype(dtype)
-    frame = protocol.frame_bytes(Message("echo", 1, {"data": None}, {"a": first, "b": second}))
+    frame = wire.frame_bytes(Message("echo", 1, {"data": None}, {"a": first, "b": second}))
     [got, _] = read_all(frame)
     assert got.arrays["a"].dtype.name == dtype and got.arrays["b"].shape == (3, 5, 1)
     np.testing.assert_array_equal(got.arrays["a"], first)
@@ -81,7 +82,7 @@ def test_empty_and_non_contiguous_and_big_endian_arrays_are_sent_as_plain_arrays
     big_endian = np.arange(6, dtype=">f4").reshape(2, 3)
     strided = np.arange(24, dtype=np.int32).reshape(4, 6)[:, ::2]
     empty = np.zeros((0, 3), np.float32)
-    frame = protocol.frame_bytes(Message("echo", 1, {}, {"be": big_endian, "st": strided, "e": empty}))
+    frame = wire.frame_bytes(Message("echo", 1, {}, {"be": big_endian, "st": strided, "e": empty}))
     [got, _] = read_all(frame)
     np.testing.assert_array_equal(got.arrays["be"], big_endian)
     assert got.arrays["be"].dtype == np.dtype("<f4")
@@ -90,7 +91,7 @@ def test_empty_and_non_contiguous_and_big_endian_arrays_are_sent_as_plain_arrays
 
 
 def test_several_frames_in_a_row_then_a_clean_end() -> None:
-    frames = b"".join(protocol.frame_bytes(Message("cancel", i)) for i in range(3))
+    frames = b"".join(wire.frame_bytes(Message("cancel", i)) for i in range(3))
     got = read_all(frames)
     assert [m.id for m in got[:3]] == [0, 1, 2] and got[3] is None
 
@@ -113,52 +114,52 @@ def test_several_frames_in_a_row_then_a_clean_end() -> None:
 )
 def test_encode_refuses_messages_that_break_the_schema(message: Message, error: str) -> None:
     with pytest.raises(MessageError, match=error):
-        protocol.encode(message)
+        wire.encode(message)
 
 
 def test_encode_refuses_dtypes_outside_the_whitelist_and_non_finite_numbers() -> None:
     with pytest.raises(ValueError, match="complex64"):
-        protocol.encode(Message("echo", 1, {}, {"z": np.zeros(3, np.complex64)}))
+        wire.encode(Message("echo", 1, {}, {"z": np.zeros(3, np.complex64)}))
     with pytest.raises(ValueError, match="object"):
-        protocol.encode(Message("echo", 1, {}, {"o": np.array([None, 1], dtype=object)}))
+        wire.encode(Message("echo", 1, {}, {"o": np.array([None, 1], dtype=object)}))
     with pytest.raises(ValueError, match="axes"):
-        protocol.encode(Message("echo", 1, {}, {"deep": np.zeros((1,) * 5, np.uint8)}))
+        wire.encode(Message("echo", 1, {}, {"deep": np.zeros((1,) * 5, np.uint8)}))
     with pytest.raises(ValueError, match="Out of range float"):
-        protocol.encode(Message("echo", 1, {"data": float("nan")}))
+        wire.encode(Message("echo", 1, {"data": float("nan")}))
 
 
 # Frames a faulty client could send. Each one is skipped and answered; the next frame still reads.
 GOOD_PREFIX_BAD_CONTENT = {
-    "not json": (raw_frame(b"{nope"), protocol.BAD_MESSAGE, "not valid JSON"),
-    "not utf-8": (raw_frame(b'{"type":"\xff"}'), protocol.BAD_MESSAGE, "not valid JSON"),
-    "nan constant": (raw_frame(b'{"type":"echo","id":1,"data":NaN}'), protocol.BAD_MESSAGE, "NaN"),
-    "deep nesting": (raw_frame(b"[" * 100_000 + b"]" * 100_000), protocol.BAD_MESSAGE, "not valid JSON"),
-    "array header": (raw_frame([1, 2]), protocol.BAD_MESSAGE, "must be a JSON object"),
-    "no type": (raw_frame({"id": 4}), protocol.BAD_MESSAGE, "string 'type'"),
-    "unknown type": (raw_frame({"type": "explode", "id": 4}), protocol.UNKNOWN_MESSAGE, "'explode'"),
-    "reply type": (raw_frame({"type": "result", "id": 4, "tau": 0.5}), protocol.UNKNOWN_MESSAGE, "'result'"),
-    "unknown field": (raw_frame({"type": "cancel", "id": 4, "x": 1}), protocol.BAD_MESSAGE, "unknown field"),
-    "bool as id": (raw_frame({"type": "cancel", "id": True}), protocol.BAD_MESSAGE, "'id' must be"),
+    "not json": (raw_frame(b"{nope"), wire.BAD_MESSAGE, "not valid JSON"),
+    "not utf-8": (raw_frame(b'{"type":"\xff"}'), wire.BAD_MESSAGE, "not valid JSON"),
+    "nan constant": (raw_frame(b'{"type":"echo","id":1,"data":NaN}'), wire.BAD_MESSAGE, "NaN"),
+    "deep nesting": (raw_frame(b"[" * 100_000 + b"]" * 100_000), wire.BAD_MESSAGE, "not valid JSON"),
+    "array header": (raw_frame([1, 2]), wire.BAD_MESSAGE, "must be a JSON object"),
+    "no type": (raw_frame({"id": 4}), wire.BAD_MESSAGE, "string 'type'"),
+    "unknown type": (raw_frame({"type": "explode", "id": 4}), wire.UNKNOWN_MESSAGE, "'explode'"),
+    "reply type": (raw_frame({"type": "result", "id": 4, "tau": 0.5}), wire.UNKNOWN_MESSAGE, "'result'"),
+    "unknown field": (raw_frame({"type": "cancel", "id": 4, "x": 1}), wire.BAD_MESSAGE, "unknown field"),
+    "bool as id": (raw_frame({"type": "cancel", "id": True}), wire.BAD_MESSAGE, "'id' must be"),
     "float dtype name": (
         raw_frame(
             {"type": "echo", "id": 4, "arrays": [{"name": "a", "dtype": "complex128", "shape": [1]}]},
             bytes(16),
         ),
-        protocol.BAD_ARRAY,
+        wire.BAD_ARRAY,
         "dtype 'complex128'",
     ),
     "shape vs payload": (
         raw_frame(
             {"type": "echo", "id": 4, "arrays": [{"name": "a", "dtype": "float32", "shape": [4]}]}, bytes(8)
         ),
-        protocol.BAD_ARRAY,
+        wire.BAD_ARRAY,
         "need 16 payload bytes",
     ),
     "negative shape": (
         raw_frame(
             {"type": "echo", "id": 4, "arrays": [{"name": "a", "dtype": "uint8", "shape": [-8]}]}, bytes(8)
         ),
-        protocol.BAD_ARRAY,
+        wire.BAD_ARRAY,
         "shape must be",
     ),
     "repeated array": (
@@ -166,7 +167,7 @@ GOOD_PREFIX_BAD_CONTENT = {
             {"type": "echo", "id": 4, "arrays": [{"name": "a", "dtype": "uint8", "shape": [8]}] * 2},
             bytes(16),
         ),
-        protocol.BAD_ARRAY,
+        wire.BAD_ARRAY,
         "repeated",
     ),
     "wrong array for message": (
@@ -178,7 +179,7 @@ GOOD_PREFIX_BAD_CONTENT = {
             },
             bytes(24),
         ),
-        protocol.BAD_ARRAY,
+        wire.BAD_ARRAY,
         "float32 or float64",
     ),
     "bool bytes": (
@@ -193,7 +194,7 @@ GOOD_PREFIX_BAD_CONTENT = {
             },
             bytes(7) + b"\x07" + bytes(8),
         ),
-        protocol.BAD_ARRAY,
+        wire.BAD_ARRAY,
         "other than 0 and 1",
     ),
 }
@@ -214,28 +215,28 @@ def test_errors_name_the_request_when_its_id_is_readable() -> None:
 
 
 def test_an_oversized_payload_is_skipped_and_reported_with_its_id() -> None:
-    big = protocol.frame_bytes(Message("echo", 5, {}, {"a": np.zeros(1000, np.float32)}))
+    big = wire.frame_bytes(Message("echo", 5, {}, {"a": np.zeros(1000, np.float32)}))
     error, after, _ = read_all(big + ECHO, max_payload_bytes=3999)
-    assert error.code == protocol.PAYLOAD_TOO_LARGE and error.request_id == 5
+    assert error.code == wire.PAYLOAD_TOO_LARGE and error.request_id == 5
     assert "4000 bytes" in str(error) and after.id == 99
 
 
 @pytest.mark.parametrize(
     ("data", "code", "text"),
     [
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", protocol.BAD_FRAME, "bad frame magic"),
-        (raw_frame({"type": "shutdown"}, version=2), protocol.VERSION_MISMATCH, "version 2"),
-        (struct.pack("<4sHHIQ", protocol.MAGIC, 1, 4, 2, 0) + b"{}", protocol.BAD_FRAME, "flags"),
-        (struct.pack("<4sHHIQ", protocol.MAGIC, 1, 0, 0, 0), protocol.BAD_FRAME, "header size 0"),
-        (struct.pack("<4sHHIQ", protocol.MAGIC, 1, 0, 2**31, 0), protocol.BAD_FRAME, "header size"),
-        (ECHO[:11], protocol.BAD_FRAME, "11 of 20 prefix bytes"),
-        (ECHO[:30], protocol.BAD_FRAME, "header bytes"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", wire.BAD_FRAME, "bad frame magic"),
+        (raw_frame({"type": "shutdown"}, version=2), wire.VERSION_MISMATCH, "version 2"),
+        (struct.pack("<4sHHIQ", wire.MAGIC, 1, 4, 2, 0) + b"{}", wire.BAD_FRAME, "flags"),
+        (struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 0, 0), wire.BAD_FRAME, "header size 0"),
+        (struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2**31, 0), wire.BAD_FRAME, "header size"),
+        (ECHO[:11], wire.BAD_FRAME, "11 of 20 prefix bytes"),
+        (ECHO[:30], wire.BAD_FRAME, "header bytes"),
         (
-            protocol.frame_bytes(Message("echo", 1, {}, {"a": np.zeros(9)}))[:-20],
-            protocol.BAD_FRAME,
+            wire.frame_bytes(Message("echo", 1, {}, {"a": np.zeros(9)}))[:-20],
+            wire.BAD_FRAME,
             "inside array",
         ),
-        (raw_frame({"type": "echo", "id": 1}, bytes(100))[:-1], protocol.BAD_FRAME, "skipping"),
+        (raw_frame({"type": "echo", "id": 1}, bytes(100))[:-1], wire.BAD_FRAME, "skipping"),
     ],
 )
 def test_a_broken_stream_is_a_frame_error(data: bytes, code: str, text: str) -> None:
@@ -260,21 +261,26 @@ def test_write_parts_finishes_partial_writes() -> None:
 
     sink = Trickle()
     message = Message("echo", 3, {"data": [1, 2]}, {"a": np.arange(10, dtype=np.int64)})
-    protocol.write_parts(sink, protocol.encode(message))
+    wire.write_parts(sink, wire.encode(message))
     [got, _] = read_all(bytes(sink.data))
     np.testing.assert_array_equal(got.arrays["a"], message.arrays["a"])
 
 
-def test_the_add_on_can_load_this_file_alone_without_torch(tmp_path: Any) -> None:
-    """The add-on loads protocol.py by path, in Blender's Python, where torch may not exist."""
+def test_the_add_on_can_load_this_package_alone_without_torch(tmp_path: Any) -> None:
+    """The add-on loads backend/wire by path, in Blender's Python, where torch may not exist."""
+    folder = os.path.dirname(wire.__file__)
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("addon_private.protocol", {protocol.__file__!r})
+        import importlib.util, os, sys
+        init = os.path.join({folder!r}, "__init__.py")
+        spec = importlib.util.spec_from_file_location(
+            "addon_private.wire", init, submodule_search_locations=[{folder!r}]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         assert module.Message("cancel", 1).id == 1
+        assert module.BackendProcess.__module__ == "addon_private.wire.client"
         assert "torch" not in sys.modules and "backend" not in sys.modules, sorted(sys.modules)
         """
     )

@@ -10,12 +10,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend import protocol
-from backend.protocol import FrameError, FrameReader, Message, MessageError
+from backend import wire
+from backend.wire import FrameError, FrameReader, Message, MessageError
 
 VALID = [
-    protocol.frame_bytes(Message("hello", None, {"protocol_version": 1})),
-    protocol.frame_bytes(
+    wire.frame_bytes(Message("hello", None, {"protocol_version": 1})),
+    wire.frame_bytes(
         Message(
             "reconstruct",
             1,
@@ -23,9 +23,9 @@ VALID = [
             {"points": np.ones((5, 3))},
         )
     ),
-    protocol.frame_bytes(Message("extract", 2, {"field_id": "f", "tau": 0.3})),
-    protocol.frame_bytes(Message("echo", 3, {"data": [1, "x"]}, {"v": np.arange(5, dtype=np.uint8)})),
-    protocol.frame_bytes(Message("cancel", 4)),
+    wire.frame_bytes(Message("extract", 2, {"field_id": "f", "tau": 0.3})),
+    wire.frame_bytes(Message("echo", 3, {"data": [1, "x"]}, {"v": np.arange(5, dtype=np.uint8)})),
+    wire.frame_bytes(Message("cancel", 4)),
 ]
 STREAM = b"".join(VALID)
 
@@ -50,9 +50,9 @@ def drain(reader: FrameReader) -> tuple[int, int, str]:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_random_bytes(data: bytes) -> None:
-    messages, _, ended = drain(FrameReader(io.BytesIO(data), protocol.CLIENT_MESSAGES))
-    assert ended in ("end", protocol.BAD_FRAME, protocol.VERSION_MISMATCH)
-    assert messages == 0 or data.startswith(protocol.MAGIC)
+    messages, _, ended = drain(FrameReader(io.BytesIO(data), wire.CLIENT_MESSAGES))
+    assert ended in ("end", wire.BAD_FRAME, wire.VERSION_MISMATCH)
+    assert messages == 0 or data.startswith(wire.MAGIC)
 
 
 @settings(max_examples=300, deadline=None)
@@ -61,9 +61,9 @@ def test_truncated_stream_reads_every_whole_frame_first(cut: int) -> None:
     whole = 0
     while whole < len(VALID) and len(b"".join(VALID[: whole + 1])) <= cut:
         whole += 1
-    messages, skipped, ended = drain(FrameReader(io.BytesIO(STREAM[:cut]), protocol.CLIENT_MESSAGES))
+    messages, skipped, ended = drain(FrameReader(io.BytesIO(STREAM[:cut]), wire.CLIENT_MESSAGES))
     assert (messages, skipped) == (whole, 0)
-    assert ended == ("end" if cut == len(b"".join(VALID[:whole])) else protocol.BAD_FRAME)
+    assert ended == ("end" if cut == len(b"".join(VALID[:whole])) else wire.BAD_FRAME)
 
 
 @settings(max_examples=300, deadline=None)
@@ -72,9 +72,9 @@ def test_corrupted_bytes(changes: list[tuple[int, int]]) -> None:
     data = bytearray(STREAM)
     for position, value in changes:
         data[position] = value
-    messages, skipped, ended = drain(FrameReader(io.BytesIO(bytes(data)), protocol.CLIENT_MESSAGES))
+    messages, skipped, ended = drain(FrameReader(io.BytesIO(bytes(data)), wire.CLIENT_MESSAGES))
     assert messages + skipped <= len(VALID)
-    assert ended in ("end", protocol.BAD_FRAME, protocol.VERSION_MISMATCH)
+    assert ended in ("end", wire.BAD_FRAME, wire.VERSION_MISMATCH)
 
 
 @settings(max_examples=40, deadline=None)
@@ -89,12 +89,10 @@ def test_garbage_through_a_real_pipe_ends_when_the_writer_closes(junk: bytes, cu
     writer = threading.Thread(target=write)
     outcome: list[tuple[int, int, str]] = []
     with open(read_fd, "rb", buffering=0) as r:
-        reader = threading.Thread(
-            target=lambda: outcome.append(drain(FrameReader(r, protocol.CLIENT_MESSAGES)))
-        )
+        reader = threading.Thread(target=lambda: outcome.append(drain(FrameReader(r, wire.CLIENT_MESSAGES))))
         writer.start()
         reader.start()
         writer.join(10)
         reader.join(10)
         assert not reader.is_alive(), "the reader hung on a closed pipe"
-    assert outcome and outcome[0][2] in ("end", protocol.BAD_FRAME, protocol.VERSION_MISMATCH)
+    assert outcome and outcome[0][2] in ("end", wire.BAD_FRAME, wire.VERSION_MISMATCH)

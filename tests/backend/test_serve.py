@@ -1,7 +1,7 @@
 """``python -m backend serve`` driven through real pipes, with the real engine and tiny models.
 
 The backend is started exactly as the add-on starts it (``backend_command`` and
-``backend_environment``), and spoken to with the client in ``backend.protocol``.
+``backend_environment``), and spoken to with the client in ``backend.wire``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backend import protocol
+from backend import wire
 from backend.allocator import ALLOCATOR_ENV, OPT_OUT
-from backend.protocol import BackendError, BackendProcess, FrameReader, Message
+from backend.wire import BackendError, BackendProcess, FrameReader, Message
 from occupancy_addon.backend_process import backend_command, backend_environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def points(n: int = 300, seed: int = 0) -> np.ndarray:
     return (0.4 * p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
 
 
-def fail(pending: protocol.Pending, timeout: float = 60) -> BackendError:
+def fail(pending: wire.Pending, timeout: float = 60) -> BackendError:
     with pytest.raises(BackendError) as caught:
         pending.wait(timeout)
     return caught.value
@@ -111,13 +111,13 @@ class RawPipe:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin = self.proc.stdin
-        self.reader = FrameReader(self.proc.stdout, protocol.BACKEND_MESSAGES)
+        self.reader = FrameReader(self.proc.stdout, wire.BACKEND_MESSAGES)
 
     def send(self, data: bytes | Message) -> None:
-        self.stdin.write(data if isinstance(data, bytes) else protocol.frame_bytes(data))
+        self.stdin.write(data if isinstance(data, bytes) else wire.frame_bytes(data))
 
     def hello(self) -> Message:
-        self.send(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION, "client": "tests"}))
+        self.send(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION, "client": "tests"}))
         return self.read("ready")
 
     def read(self, kind: str | None = None) -> Message:
@@ -142,7 +142,7 @@ class RawPipe:
 
 def test_ready_lists_the_models_with_their_kinds(backend: BackendProcess) -> None:
     ready = backend.wait_ready()
-    assert ready.fields["protocol_version"] == protocol.PROTOCOL_VERSION
+    assert ready.fields["protocol_version"] == wire.PROTOCOL_VERSION
     assert ready.fields["pid"] == backend.pid
     assert ready.fields["device"] == "cpu"
     assert ready.fields["max_payload_bytes"] == int(MAX_PAYLOAD_MB * 2**20)
@@ -183,7 +183,7 @@ def test_reconstruct_streams_progress_then_extract_and_release(backend: BackendP
     assert nothing.arrays["faces"].shape == (0, 3) and "empty mesh" in nothing.fields["warnings"][0]
 
     assert backend.release(field_id).wait(10).fields["field_id"] == field_id
-    assert fail(backend.extract(field_id, 0.4)).code == protocol.UNKNOWN_FIELD
+    assert fail(backend.extract(field_id, 0.4)).code == wire.UNKNOWN_FIELD
 
 
 def test_voxels_with_bounds_an_image_and_unconditional_sampling(backend: BackendProcess) -> None:
@@ -214,62 +214,62 @@ def test_echo_returns_data_and_arrays_unchanged(backend: BackendProcess) -> None
 @pytest.mark.parametrize(
     ("request_args", "code", "text"),
     [
-        ({"model": "nope", "points": points()}, protocol.UNKNOWN_MODEL, "no model named 'nope'"),
-        ({"kind": "sketch", "points": points()}, protocol.UNKNOWN_MODEL, "no sketch model"),
+        ({"model": "nope", "points": points()}, wire.UNKNOWN_MODEL, "no model named 'nope'"),
+        ({"kind": "sketch", "points": points()}, wire.UNKNOWN_MODEL, "no sketch model"),
         (
             {"model": "points", "kind": "voxels", "points": points()},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "takes pointcloud",
         ),
         (
             {"kind": "pointcloud", "voxels": np.zeros((4, 4, 4), bool)},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "needs the array 'points'",
         ),
-        ({"points": points()}, protocol.BAD_MESSAGE, "give a 'model' name or a 'kind'"),
+        ({"points": points()}, wire.BAD_MESSAGE, "give a 'model' name or a 'kind'"),
         (
             {"kind": "pointcloud", "points": points(), "options": {"colour": 1}},
-            protocol.BAD_MESSAGE,
+            wire.BAD_MESSAGE,
             "colour",
         ),
         (
             {"kind": "pointcloud", "points": points(), "options": {"resolution": "high"}},
-            protocol.BAD_MESSAGE,
+            wire.BAD_MESSAGE,
             "option 'resolution' must be int",
         ),
         (
             {"kind": "pointcloud", "points": np.full((10, 3), np.nan, np.float32)},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "",
         ),
         (
             {"kind": "pointcloud", "points": points(), "options": {"resolution": 33}},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "resolution",
         ),
         (
             {"kind": "pointcloud", "points": points(), "options": {"tau": 1.5}},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "tau must lie strictly between 0 and 1",
         ),
         (
             {"kind": "pointcloud", "points": points(), "options": {"seed": -1}},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "seed",
         ),
         (
             {"kind": "pointcloud", "points": np.tile(np.float32([1, 2, 3]), (50, 1))},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "one spot",
         ),
         (
             {"kind": "voxels", "voxels": np.zeros((32, 32, 32), bool)},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "the voxel grid is empty",
         ),
         (
             {"kind": "image", "image": np.full((8, 8, 3), 2.0, np.float32)},
-            protocol.BAD_INPUT,
+            wire.BAD_INPUT,
             "[0, 1]",
         ),
     ],
@@ -286,7 +286,7 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
     def frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
         text = json.dumps(header).encode()
         return (
-            struct.pack("<4sHHIQ", protocol.MAGIC, protocol.PROTOCOL_VERSION, 0, len(text), len(payload))
+            struct.pack("<4sHHIQ", wire.MAGIC, wire.PROTOCOL_VERSION, 0, len(text), len(payload))
             + text
             + payload
         )
@@ -295,12 +295,12 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
     cases = [
         (
             frame({"type": "reconstruct", "id": 900, "kind": "pointcloud"}, b"")[:-2] + b"!}",
-            protocol.BAD_MESSAGE,
+            wire.BAD_MESSAGE,
         ),
-        (frame({"type": "teleport", "id": 901}), protocol.UNKNOWN_MESSAGE),
+        (frame({"type": "teleport", "id": 901}), wire.UNKNOWN_MESSAGE),
         (
             frame({"type": "extract", "id": 902, "field_id": "x", "tau": 0.5, "speed": 1}),
-            protocol.BAD_MESSAGE,
+            wire.BAD_MESSAGE,
         ),
         (
             frame(
@@ -311,7 +311,7 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
                 },
                 bytes(48),
             ),
-            protocol.BAD_ARRAY,
+            wire.BAD_ARRAY,
         ),
         (
             frame(
@@ -322,21 +322,21 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
                 },
                 bytes(32),
             ),
-            protocol.BAD_ARRAY,
+            wire.BAD_ARRAY,
         ),
         (
             frame(
                 {"type": "echo", "id": 905, "arrays": [{"name": "a", "dtype": "float32", "shape": [100]}]},
                 bytes(40),
             ),
-            protocol.BAD_ARRAY,
+            wire.BAD_ARRAY,
         ),
         (
             frame(
                 {"type": "echo", "id": 906, "arrays": [{"name": "a", "dtype": "uint8", "shape": [big]}]},
                 bytes(big),
             ),
-            protocol.PAYLOAD_TOO_LARGE,
+            wire.PAYLOAD_TOO_LARGE,
         ),
     ]
     before = len(backend.errors)
@@ -349,16 +349,15 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
 
 
 def test_a_reused_id_and_an_unknown_field_are_errors(backend: BackendProcess) -> None:
-    assert fail(backend.extract("no-such-field", 0.5)).code == protocol.UNKNOWN_FIELD
-    assert fail(backend.release("no-such-field")).code == protocol.UNKNOWN_FIELD
+    assert fail(backend.extract("no-such-field", 0.5)).code == wire.UNKNOWN_FIELD
+    assert fail(backend.release("no-such-field")).code == wire.UNKNOWN_FIELD
     slow = backend.reconstruct(kind="pointcloud", points=points(), options={"resolution": 512})
     twin = Message("echo", slow.id, {"data": None})
-    backend.send_raw(protocol.frame_bytes(twin))
+    backend.send_raw(wire.frame_bytes(twin))
     backend.cancel(slow.id)
-    assert fail(slow).code == protocol.CANCELLED
+    assert fail(slow).code == wire.CANCELLED
     assert (
-        backend.errors[-1].code == protocol.BAD_MESSAGE
-        and f"reuses id {slow.id}" in backend.errors[-1].message
+        backend.errors[-1].code == wire.BAD_MESSAGE and f"reuses id {slow.id}" in backend.errors[-1].message
     )
 
 
@@ -380,7 +379,7 @@ def test_cancel_during_mise_stops_the_work(backend: BackendProcess) -> None:
     assert any(evaluating), "no evaluate progress arrived"
     pending.cancel()
     error = fail(pending, timeout=30)
-    assert error.code == protocol.CANCELLED
+    assert error.code == wire.CANCELLED
     assert backend.echo(1).wait(10).fields["data"] == 1
 
 
@@ -393,13 +392,13 @@ def test_a_newer_extract_supersedes_waiting_ones(backend: BackendProcess) -> Non
     queued_echo = backend.echo("never runs")
     queued_echo.cancel()  # cancelling a waiting request answers it at once
     blocker.cancel()
-    assert fail(blocker).code == protocol.CANCELLED
+    assert fail(blocker).code == wire.CANCELLED
     for older, newer in itertools.pairwise(extracts):
         error = fail(older)
-        assert error.code == protocol.SUPERSEDED and f"request {newer.id} " in error.message
+        assert error.code == wire.SUPERSEDED and f"request {newer.id} " in error.message
     assert extracts[-1].wait(60).fields["tau"] == pytest.approx(0.6)
-    assert fail(other_field).code == protocol.UNKNOWN_FIELD
-    assert fail(queued_echo).code == protocol.CANCELLED and "before it started" in fail(queued_echo).message
+    assert fail(other_field).code == wire.UNKNOWN_FIELD
+    assert fail(queued_echo).code == wire.CANCELLED and "before it started" in fail(queued_echo).message
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -435,7 +434,7 @@ def test_release_of_everything_frees_cached_fields(backend: BackendProcess) -> N
     ]
     assert backend.release(None).wait(10).fields["field_id"] is None
     for result in ids:
-        assert fail(backend.extract(result.fields["field_id"], 0.5)).code == protocol.UNKNOWN_FIELD
+        assert fail(backend.extract(result.fields["field_id"], 0.5)).code == wire.UNKNOWN_FIELD
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="caps the process's data memory with Linux prlimit")
@@ -465,9 +464,9 @@ def test_out_of_memory_is_reported_and_serving_goes_on(weights_dir: Path) -> Non
         resource.prlimit(client.pid, resource.RLIMIT_DATA, (cap, hard))
 
         in_engine = fail(client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 512}))
-        assert in_engine.code == protocol.OUT_OF_MEMORY and "out of memory" in in_engine.message
+        assert in_engine.code == wire.OUT_OF_MEMORY and "out of memory" in in_engine.message
         in_reader = fail(client.echo(None, {"big": np.ones(2**24, np.float32)}))  # 64 MiB
-        assert in_reader.code == protocol.OUT_OF_MEMORY and "'big'" in in_reader.message
+        assert in_reader.code == wire.OUT_OF_MEMORY and "'big'" in in_reader.message
         assert client.echo("small").wait(30).fields["data"] == "small"
 
         resource.prlimit(client.pid, resource.RLIMIT_DATA, (soft, hard))
@@ -486,10 +485,10 @@ def test_startup_handshake_is_required_and_version_checked(weights_dir: Path) ->
     raw = RawPipe(weights_dir)
     raw.send(Message("echo", 1, {"data": None}))
     early = raw.read("error")
-    assert early.fields["code"] == protocol.HANDSHAKE_REQUIRED and early.id == 1
-    raw.send(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION + 1}))
+    assert early.fields["code"] == wire.HANDSHAKE_REQUIRED and early.id == 1
+    raw.send(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION + 1}))
     refused = raw.read("error")
-    assert refused.fields["code"] == protocol.VERSION_MISMATCH and refused.fields["fatal"] is True
+    assert refused.fields["code"] == wire.VERSION_MISMATCH and refused.fields["fatal"] is True
     status, err = raw.finish()
     assert status == 2 and "Traceback" not in err
 
@@ -497,13 +496,13 @@ def test_startup_handshake_is_required_and_version_checked(weights_dir: Path) ->
 @pytest.mark.parametrize(
     ("data", "code", "log"),
     [
-        (b"\x00" * 64, protocol.BAD_FRAME, "bad frame magic"),
+        (b"\x00" * 64, wire.BAD_FRAME, "bad frame magic"),
         (
-            struct.pack("<4sHHIQ", protocol.MAGIC, 99, 0, 2, 0) + b"{}",
-            protocol.VERSION_MISMATCH,
+            struct.pack("<4sHHIQ", wire.MAGIC, 99, 0, 2, 0) + b"{}",
+            wire.VERSION_MISMATCH,
             "version 99",
         ),
-        (struct.pack("<4sHHIQ", protocol.MAGIC, 1, 0, 2**30, 0), protocol.BAD_FRAME, "header size"),
+        (struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2**30, 0), wire.BAD_FRAME, "header size"),
     ],
     ids=["bad magic", "other version", "huge header"],
 )
@@ -525,11 +524,11 @@ def test_random_bytes_at_the_process_never_hang_it(weights_dir: Path) -> None:
     raw.hello()
     for _ in range(20):
         junk = rng.bytes(int(rng.integers(1, 300)))
-        raw.send(struct.pack("<4sHHIQ", protocol.MAGIC, 1, 0, len(junk), 0) + junk)
+        raw.send(struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, len(junk), 0) + junk)
         assert raw.read("error").fields["code"] in (
-            protocol.BAD_MESSAGE,
-            protocol.UNKNOWN_MESSAGE,
-            protocol.BAD_ARRAY,
+            wire.BAD_MESSAGE,
+            wire.UNKNOWN_MESSAGE,
+            wire.BAD_ARRAY,
         )
     raw.send(Message("echo", 5, {"data": "alive"}))
     assert raw.read("echo").fields["data"] == "alive"
@@ -573,7 +572,7 @@ PARENT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from backend.protocol import BackendProcess
+    from backend.wire import BackendProcess
     client = BackendProcess(sys.argv[1:])
     client.wait_ready(60)
     points = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
@@ -631,11 +630,11 @@ def test_an_engine_that_cannot_load_is_reported_at_the_handshake(tmp_path: Path)
     client = BackendProcess(serve_argv(tmp_path / "missing"), cwd=REPO, env=serve_env())
     with pytest.raises(BackendError) as caught:
         client.wait_ready(60)
-    assert caught.value.code == protocol.ENGINE_UNAVAILABLE and "missing" in caught.value.message
+    assert caught.value.code == wire.ENGINE_UNAVAILABLE and "missing" in caught.value.message
     assert client.close() == 1
     raw = RawPipe(tmp_path / "missing")  # a client that only closes its end gets the same status
-    raw.send(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION}))
-    assert raw.read("error").fields["code"] == protocol.ENGINE_UNAVAILABLE
+    raw.send(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION}))
+    assert raw.read("error").fields["code"] == wire.ENGINE_UNAVAILABLE
     status, err = raw.finish()
     assert status == 1 and "weights folder not found" in err
 
@@ -649,7 +648,7 @@ def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_
     import threading
 
     from backend.engine.reconstruct import Reconstructor
-    from backend.serve import EXIT_OK, Server
+    from backend.serving.server import EXIT_OK, Server
 
     class FaultyEngine(Reconstructor):
         def reconstruct(self, model, observation, options, progress=None, cancel=None):  # type: ignore[no-untyped-def]
@@ -667,22 +666,75 @@ def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_
     thread = threading.Thread(target=lambda: status.append(server.serve()), daemon=True)
     thread.start()
     with open(from_client, "wb", buffering=0) as out, open(to_client, "rb", buffering=0) as replies:
-        reader = FrameReader(replies, protocol.BACKEND_MESSAGES)
+        reader = FrameReader(replies, wire.BACKEND_MESSAGES)
 
         def ask(message: Message) -> Message:
-            out.write(protocol.frame_bytes(message))
+            out.write(wire.frame_bytes(message))
             while (reply := reader.read()) is not None and reply.type == "progress":
                 pass
             assert reply is not None
             return reply
 
-        assert ask(Message("hello", None, {"protocol_version": protocol.PROTOCOL_VERSION})).type == "ready"
+        assert ask(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION})).type == "ready"
         request = Message("reconstruct", 7, {"kind": "pointcloud", "options": {}}, {"points": points()})
         error = ask(request)
         assert error.type == "error" and error.id == 7
-        assert error.fields["code"] == protocol.INTERNAL
+        assert error.fields["code"] == wire.INTERNAL
         assert error.fields["message"] == "ZeroDivisionError: a fault inside the engine"
         assert ask(Message("echo", 8, {"data": "still here"})).fields["data"] == "still here"
+    thread.join(30)
+    wire_in.close()
+    wire_out.close()
+    assert status == [EXIT_OK]
+
+
+def test_only_a_missing_field_is_an_unknown_field() -> None:
+    """The server knows a missing cached field by its error type, not by a KeyError's arguments."""
+    import threading
+
+    from backend.engine.types import FieldGoneError
+    from backend.serving.server import EXIT_OK, Server
+
+    class StubEngine:
+        device = "cpu"
+
+        def models(self) -> list[Any]:
+            return []
+
+        def warm_up(self) -> None:
+            pass
+
+        def extract(self, field_id: str, tau: float, progress: Any = None, cancel: Any = None) -> Any:
+            raise FieldGoneError(field_id) if field_id == "gone" else KeyError(field_id)
+
+        def release(self, field_id: str | None = None) -> None:
+            raise FieldGoneError(field_id)
+
+    to_server, from_client = os.pipe()
+    to_client, from_server = os.pipe()
+    wire_in, wire_out = open(to_server, "rb", buffering=0), open(from_server, "wb", buffering=0)  # noqa: SIM115
+    server = Server(StubEngine, wire_in, wire_out)  # type: ignore[arg-type]
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(server.serve()), daemon=True)
+    thread.start()
+    with open(from_client, "wb", buffering=0) as out, open(to_client, "rb", buffering=0) as replies:
+        reader = FrameReader(replies, wire.BACKEND_MESSAGES)
+
+        def ask(message: Message) -> Message:
+            out.write(wire.frame_bytes(message))
+            reply = reader.read()
+            assert reply is not None
+            return reply
+
+        assert ask(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION})).type == "ready"
+        gone = ask(Message("extract", 1, {"field_id": "gone", "tau": 0.5}))
+        assert (gone.type, gone.id, gone.fields["code"]) == ("error", 1, wire.UNKNOWN_FIELD)
+        assert "no cached field 'gone'" in gone.fields["message"]
+        other = ask(Message("extract", 2, {"field_id": "other", "tau": 0.5}))
+        assert (other.type, other.id, other.fields["code"]) == ("error", 2, wire.INTERNAL)
+        assert other.fields["message"] == "KeyError: 'other'"
+        released = ask(Message("release", 3, {"field_id": "gone"}))
+        assert (released.id, released.fields["code"]) == (3, wire.UNKNOWN_FIELD)
     thread.join(30)
     wire_in.close()
     wire_out.close()

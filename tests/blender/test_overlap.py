@@ -100,8 +100,8 @@ def test_voxel_mesh(shipped: ModuleType) -> None:
     obj.location = (-2.0, 1.0, 0.0)
     bpy.context.view_layer.update()
     # the solid spans the grid's width, so the add-on's 32^3 grid over its bounds is the very same
-    choice = shipped.inputs.detect(bpy.context, obj)
-    assert np.array_equal(shipped.inputs.read(bpy.context, choice).arrays["voxels"], grid)
+    choice = shipped.scene_inputs.detect(bpy.context, obj)
+    assert np.array_equal(shipped.scene_inputs.read(bpy.context, choice).arrays["voxels"], grid)
     assert bpy.ops.occupancy.reconstruct(resolution=64) == {"FINISHED"}
     result = bpy.context.active_object
     assert result.occupancy.kind == "voxels"

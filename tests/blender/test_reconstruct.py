@@ -112,7 +112,7 @@ def test_pointcloud_object(addon: ModuleType) -> None:
     bpy.ops.object.convert(target="POINTCLOUD")
     cloud = bpy.context.active_object
     assert cloud.type == "POINTCLOUD" and len(cloud.data.points) == 3000
-    choice = addon.inputs.detect(bpy.context, cloud)
+    choice = addon.scene_inputs.detect(bpy.context, cloud)
     assert (choice.kind, choice.description) == ("pointcloud", "Point cloud: 3,000 points")
     before = snapshot(cloud)
     result = reconstruct()
@@ -136,12 +136,12 @@ def test_evaluated_points_of_a_geometry_nodes_modifier(addon: ModuleType) -> Non
     tree.links.new(group_in.outputs[0], to_points.inputs["Mesh"])
     tree.links.new(to_points.outputs["Points"], group_out.inputs[0])
     modifier.node_group = tree
-    evaluated = addon.inputs.detect(bpy.context, sphere)
+    evaluated = addon.scene_inputs.detect(bpy.context, sphere)
     assert (evaluated.kind, evaluated.description) == (
         "pointcloud",
         f"Point cloud: {len(sphere.data.vertices):,} points",
     )
-    original = addon.inputs.detect(bpy.context, sphere, evaluated=False)
+    original = addon.scene_inputs.detect(bpy.context, sphere, evaluated=False)
     assert original.kind == "voxels"  # without the modifier it is a closed mesh
     result = reconstruct()
     assert result.occupancy.kind == "pointcloud"
@@ -154,10 +154,10 @@ def test_voxel_mesh(addon: ModuleType) -> None:
     cylinder = bpy.context.active_object
     cylinder.scale = (1.5, 1.0, 2.0)
     bpy.context.view_layer.update()
-    choice = addon.inputs.detect(bpy.context, cylinder)
+    choice = addon.scene_inputs.detect(bpy.context, cylinder)
     assert (choice.kind, choice.description) == ("voxels", "Voxels: 34 faces, 32\u00b3 grid")
-    observation = addon.inputs.read(bpy.context, choice)
-    grid, bounds = observation.arrays["voxels"], observation.arrays["bounds"]
+    data = addon.scene_inputs.read(bpy.context, choice)
+    grid, bounds = data.arrays["voxels"], data.arrays["bounds"]
     assert grid.shape == (32, 32, 32) and np.allclose(bounds, [[-1, -1, -1], [1, 1, 1]])
     assert grid[16, 16, :].all() and not grid[0, 0, :].any()  # the axis is inside, a corner is not
     before = snapshot(cylinder)
@@ -177,10 +177,10 @@ def test_volume_goes_through_blenders_mesh_conversion(addon: ModuleType) -> None
     volume = bpy.context.active_object
     modifier = volume.modifiers.new("from mesh", "MESH_TO_VOLUME")
     modifier.object = sphere
-    choice = addon.inputs.detect(bpy.context, volume)
+    choice = addon.scene_inputs.detect(bpy.context, volume)
     assert choice.kind == "voxels"
-    observation = addon.inputs.read(bpy.context, choice)
-    grid, bounds = observation.arrays["voxels"], observation.arrays["bounds"]
+    data = addon.scene_inputs.read(bpy.context, choice)
+    grid, bounds = data.arrays["voxels"], data.arrays["bounds"]
     assert grid.shape == (32, 32, 32) and grid.dtype == bool
     # the sphere of radius 1 around the volume's origin, in the volume's frame
     assert np.allclose(bounds, [[-1, -1, -1], [1, 1, 1]], atol=0.1)
@@ -205,7 +205,7 @@ def test_image_empty_result_stands_in_front_of_the_picture(addon: ModuleType) ->
     bpy.context.view_layer.objects.active = empty
     stored = np.empty(len(image.pixels), np.float32)
     image.pixels.foreach_get(stored)
-    choice = addon.inputs.detect(bpy.context, empty)
+    choice = addon.scene_inputs.detect(bpy.context, empty)
     assert (choice.kind, choice.description) == ("image", "Image: photo (96 \u00d7 64)")
     result = reconstruct(threshold=0.05)  # an untrained model: a low threshold surely has a surface
     assert result.name == "Reference.occupancy" and result.occupancy.kind == "image"
@@ -226,7 +226,7 @@ def test_image_chosen_in_the_panel(addon: ModuleType) -> None:
     image = bpy.data.images.new("sketch", 32, 32)
     bpy.context.scene.occupancy.image = image
     bpy.context.scene.cursor.location = (1.0, 1.0, 1.0)
-    choice = addon.inputs.detect(bpy.context, None, chosen_image=image)
+    choice = addon.scene_inputs.detect(bpy.context, None, chosen_image=image)
     assert choice.kind == "image" and choice.obj is None
     result = reconstruct(image="sketch", threshold=0.05)
     assert result.name == "sketch.occupancy"
@@ -238,7 +238,7 @@ def test_image_chosen_in_the_panel(addon: ModuleType) -> None:
 def test_result_redirects_to_its_source(addon: ModuleType) -> None:
     chair = import_chair(transform=False)
     result = reconstruct()
-    choice = addon.inputs.detect(bpy.context, result)
+    choice = addon.scene_inputs.detect(bpy.context, result)
     assert choice.obj == chair and choice.kind == "pointcloud"
     again = reconstruct()  # the active object is the result: it reconstructs the chair again
     assert again.name == "chair_points.occupancy.001" and again.occupancy.source == chair
@@ -293,7 +293,7 @@ def test_updates_are_coalesced_while_one_is_in_flight(addon: ModuleType) -> None
     preview = addon.preview
     sent = preview._coalescer.sent
     # what a dragged slider does between two timer ticks: many values, no wait in between
-    with preview.quiet_updates():
+    with addon.properties.quiet_updates():
         result.occupancy.threshold = 0.3
     key = result.session_uid
     for tau in (0.31, 0.32, 0.33, 0.34, 0.35):

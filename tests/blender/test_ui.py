@@ -200,6 +200,6 @@ def test_modal_reconstruct_cancelled_with_esc(addon: ModuleType) -> None:
 
 def test_modal_reconstruct_failure_is_reported(addon: ModuleType) -> None:
     fake = modal_operator(addon)
-    with pytest.raises(addon.service.UserError, match="Nothing selected"):
+    with pytest.raises(addon.errors.UserError, match="Nothing selected"):
         fake._start(bpy.context)
     assert addon.runtime.task is None

@@ -30,11 +30,28 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Protocol
 
-from . import __version__, protocol
-from .engine.types import CancelFn, MeshResult, ModelInfo, Observation, ProgressFn, ReconstructOptions
-from .protocol import FrameError, FrameReader, Message, MessageError
-from .serving.jobs import Job, JobQueue
-from .serving.requests import (
+from .. import __version__
+from ..engine.types import (
+    CancelFn,
+    FieldGoneError,
+    MeshResult,
+    ModelInfo,
+    Observation,
+    ProgressFn,
+    ReconstructOptions,
+)
+from ..wire import schemas
+from ..wire.frames import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    FrameError,
+    FrameReader,
+    encode,
+    write_parts,
+)
+from ..wire.schemas import Message, MessageError
+from .jobs import Job, JobQueue
+from .requests import (
     RequestError,
     choose_model,
     classify,
@@ -51,6 +68,7 @@ EXIT_ENGINE_UNAVAILABLE = 1
 EXIT_BAD_STREAM = 2
 PROGRESS_INTERVAL_S = 0.05  # progress messages per request are at most this frequent (per stage)
 WORKER_JOIN_S = 5.0  # how long ``shutdown`` waits for a cancelled engine call before leaving anyway
+BEFORE_HELLO = frozenset({"hello", "shutdown"})  # the messages accepted before the handshake
 
 
 class Engine(Protocol):
@@ -85,6 +103,10 @@ class Engine(Protocol):
     def warm_up(self) -> None: ...
 
 
+# A request's work on the engine: a mesh (sent as a ``result``) or the whole reply.
+Handler = Callable[["Engine", Job], "MeshResult | Message"]
+
+
 class _Writable(Protocol):
     def write(self, data: Any, /) -> int | None: ...
 
@@ -102,7 +124,7 @@ def reconstructor_loader(
     """
 
     def load() -> Engine:
-        from .engine.reconstruct import DEFAULT_CACHE_BYTES, Reconstructor, resolve_device
+        from ..engine.reconstruct import DEFAULT_CACHE_BYTES, Reconstructor, resolve_device
 
         resolved = resolve_device(device)
         if half and resolved.type != "cuda":
@@ -138,10 +160,10 @@ class Server:
         wire_in: Any,
         wire_out: IO[bytes] | _Writable,
         *,
-        max_payload_bytes: int = protocol.DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self._load_engine = load_engine
-        self._reader = FrameReader(wire_in, protocol.CLIENT_MESSAGES, max_payload_bytes)
+        self._reader = FrameReader(wire_in, schemas.CLIENT_MESSAGES, max_payload_bytes)
         self._out = wire_out
         self._max_payload_bytes = max_payload_bytes
         self._write_lock = threading.Lock()
@@ -155,6 +177,19 @@ class Server:
         self._models: list[ModelInfo] = []
         self._engine_ready = threading.Event()
         self._worker = threading.Thread(target=self._work_loop, name="serve-worker", daemon=True)
+        # Control messages act at once, on the reader thread; requests run in order on the worker.
+        self._control: dict[str, Callable[[Message], None]] = {
+            "hello": self._on_hello,
+            "shutdown": self._on_shutdown,
+            "cancel": self._on_cancel,
+        }
+        self._handlers: dict[str, Handler] = {
+            "reconstruct": self._reconstruct,
+            "sample": self._sample,
+            "extract": self._extract,
+            "release": self._release,
+            "echo": self._echo,
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -171,7 +206,7 @@ class Server:
         waiting = self._jobs.close()  # also flags the running job as cancelled
         if self._say_bye:  # an orderly shutdown: answer everything, then say bye
             for job in waiting:
-                self._send(error_message(job.id, protocol.CANCELLED, "the backend is shutting down"))
+                self._send(error_message(job.id, schemas.CANCELLED, "the backend is shutting down"))
             worker.join(WORKER_JOIN_S)
             if worker.is_alive():
                 log.warning("the engine did not stop within %.0f s; leaving anyway", WORKER_JOIN_S)
@@ -206,7 +241,7 @@ class Server:
             self._hello.wait()
             text = f"cannot load the reconstruction engine: {type(e).__name__}: {e}"
             self._fail(EXIT_ENGINE_UNAVAILABLE)
-            self._send(error_message(None, protocol.ENGINE_UNAVAILABLE, text, fatal=True))
+            self._send(error_message(None, schemas.ENGINE_UNAVAILABLE, text, fatal=True))
             self._finish(EXIT_ENGINE_UNAVAILABLE)
             return
         self._engine, self._models = engine, models
@@ -215,7 +250,7 @@ class Server:
         if self._stop.is_set():
             return
         ready = {
-            "protocol_version": protocol.PROTOCOL_VERSION,
+            "protocol_version": PROTOCOL_VERSION,
             "backend_version": __version__,
             "device": str(getattr(engine, "device", "unknown")),
             "models": [{"name": m.name, "kind": m.kind, "tau": m.tau} for m in models],
@@ -235,21 +270,21 @@ class Server:
     def _send(self, message: Message) -> bool:
         """Write one message; on a broken pipe the client is gone, so the server stops quietly."""
         try:
-            parts = protocol.encode(message)
+            parts = encode(message)
         except MemoryError:  # too little memory left for the reply: a short error still fits
             log.error("no memory to encode a %r reply", message.type)
             if message.type == "error":
                 return False
             text = "out of memory: cannot encode the reply"
-            return self._send(error_message(message.id, protocol.OUT_OF_MEMORY, text))
+            return self._send(error_message(message.id, schemas.OUT_OF_MEMORY, text))
         except (ValueError, MessageError) as e:  # a reply that does not fit the protocol is our bug
             log.exception("cannot encode a %r reply", message.type)
             if message.type == "error":
                 return False
-            return self._send(error_message(message.id, protocol.INTERNAL, f"cannot encode the reply: {e}"))
+            return self._send(error_message(message.id, schemas.INTERNAL, f"cannot encode the reply: {e}"))
         try:
             with self._write_lock:
-                protocol.write_parts(self._out, parts)  # type: ignore[arg-type]
+                write_parts(self._out, parts)  # type: ignore[arg-type]
         except (OSError, ValueError):
             if not self._stop.is_set():
                 log.info("the client closed its end of the pipe; stopping")
@@ -284,40 +319,47 @@ class Server:
             # the position in the stream is unknown now, so no further frame can be trusted
             log.exception("reader failed")
             self._fail(EXIT_BAD_STREAM)
-            code = protocol.OUT_OF_MEMORY if isinstance(e, MemoryError) else protocol.INTERNAL
+            code = schemas.OUT_OF_MEMORY if isinstance(e, MemoryError) else schemas.INTERNAL
             text = f"the backend cannot read on: {type(e).__name__}"
             self._send(error_message(None, code, text, fatal=True))
             self._finish(EXIT_BAD_STREAM)
 
     def _on_message(self, message: Message) -> None:
-        kind = message.type
-        if kind == "hello":
-            theirs = message.fields["protocol_version"]
-            if theirs != protocol.PROTOCOL_VERSION:
-                text = f"client speaks protocol {theirs}, this backend speaks {protocol.PROTOCOL_VERSION}"
-                self._fail(EXIT_BAD_STREAM)
-                self._send(error_message(None, protocol.VERSION_MISMATCH, text, fatal=True))
-                self._finish(EXIT_BAD_STREAM)
-                return
-            log.info("client %r says hello (protocol %d)", message.fields.get("client", ""), theirs)
-            self._hello.set()
-        elif kind == "shutdown":
-            self._finish(EXIT_OK, bye=True)
-        elif not self._hello.is_set():
-            self._send(error_message(message.id, protocol.HANDSHAKE_REQUIRED, "send 'hello' first"))
-        elif kind == "cancel":
-            assert message.id is not None
-            waiting = self._jobs.cancel(message.id)
-            if waiting is not None:
-                self._send(error_message(waiting.id, protocol.CANCELLED, "cancelled before it started"))
+        """Act on a control message at once (``self._control``); queue a request for the worker."""
+        if message.type not in BEFORE_HELLO and not self._hello.is_set():
+            self._send(error_message(message.id, schemas.HANDSHAKE_REQUIRED, "send 'hello' first"))
+            return
+        control = self._control.get(message.type)
+        if control is not None:
+            control(message)
         elif message.id is not None and self._jobs.in_flight(message.id):
             # Not answered under that id: the reply would be taken for the request that owns it.
-            text = f"'{kind}' reuses id {message.id} of a request in flight; ignored"
-            self._send(error_message(None, protocol.BAD_MESSAGE, text))
+            text = f"'{message.type}' reuses id {message.id} of a request in flight; ignored"
+            self._send(error_message(None, schemas.BAD_MESSAGE, text))
         else:
             for old in self._jobs.put(Job(message)):
                 text = f"superseded by extract request {message.id} of the same field"
-                self._send(error_message(old.id, protocol.SUPERSEDED, text))
+                self._send(error_message(old.id, schemas.SUPERSEDED, text))
+
+    def _on_hello(self, message: Message) -> None:
+        theirs = message.fields["protocol_version"]
+        if theirs != PROTOCOL_VERSION:
+            text = f"client speaks protocol {theirs}, this backend speaks {PROTOCOL_VERSION}"
+            self._fail(EXIT_BAD_STREAM)
+            self._send(error_message(None, schemas.VERSION_MISMATCH, text, fatal=True))
+            self._finish(EXIT_BAD_STREAM)
+            return
+        log.info("client %r says hello (protocol %d)", message.fields.get("client", ""), theirs)
+        self._hello.set()
+
+    def _on_shutdown(self, message: Message) -> None:
+        self._finish(EXIT_OK, bye=True)
+
+    def _on_cancel(self, message: Message) -> None:
+        assert message.id is not None
+        waiting = self._jobs.cancel(message.id)
+        if waiting is not None:
+            self._send(error_message(waiting.id, schemas.CANCELLED, "cancelled before it started"))
 
     # -- work --------------------------------------------------------------------------------------------
     def _work_loop(self) -> None:
@@ -338,63 +380,66 @@ class Server:
         except Exception as e:  # every failure becomes an answer; the worker goes on
             try:
                 code, text = classify(e)
-                if code == protocol.INTERNAL:
+                if code == schemas.INTERNAL:
                     log.exception("request %d (%s) failed", job.id, job.type)
                 else:
                     log.info("request %d (%s): %s", job.id, job.type, text)
             except MemoryError:  # not even enough memory to describe the failure
-                code, text = protocol.OUT_OF_MEMORY, "out of memory"
+                code, text = schemas.OUT_OF_MEMORY, "out of memory"
         # out of the except block: the traceback, and the arrays its frames hold, are gone
-        if code == protocol.OUT_OF_MEMORY:
+        if code == schemas.OUT_OF_MEMORY:
             free_device_cache()
         return error_message(job.id, code, text)
 
     def _run(self, job: Job) -> Message:
         engine = self._engine
         assert engine is not None
-        fields, started = job.message.fields, time.perf_counter()
-        progress, cancel = self._progress_for(job), job.cancelled.is_set
-        if job.type == "reconstruct":
-            model = choose_model(self._models, fields.get("model"), fields.get("kind"))
-            observation = observation_from_arrays(model.kind, job.message.arrays)
-            options = options_from_fields(fields.get("options", {}))
-            mesh = engine.reconstruct(model.name, observation, options, progress=progress, cancel=cancel)
-        elif job.type == "sample":
-            model = choose_model(self._models, fields.get("model"), "unconditional")
-            options = options_from_fields(fields.get("options", {}))
-            seed = int(fields.get("seed", options.seed))
-            mesh = engine.sample(model.name, seed, options, progress=progress, cancel=cancel)
-        elif job.type == "extract":
-            mesh = self._extract(engine, fields["field_id"], float(fields["tau"]), progress, cancel)
-        elif job.type == "release":
-            return self._release(engine, job.id, fields.get("field_id"))
-        elif job.type == "echo":
-            return Message("echo", job.id, {"data": fields.get("data")}, job.message.arrays)
-        else:  # the reader only queues the types above
-            raise RequestError(protocol.UNKNOWN_MESSAGE, f"cannot run {job.type!r}")
+        handler = self._handlers.get(job.type)
+        if handler is None:  # the reader only queues the types that have a handler
+            raise RequestError(schemas.UNKNOWN_MESSAGE, f"cannot run {job.type!r}")
+        started = time.perf_counter()
+        reply = handler(engine, job)
+        if isinstance(reply, Message):
+            return reply
         log.info("request %d (%s) done in %.3f s", job.id, job.type, time.perf_counter() - started)
-        return result_message(job.id, mesh)
+        return result_message(job.id, reply)
 
-    def _extract(
-        self, engine: Engine, field_id: str, tau: float, progress: ProgressFn, cancel: CancelFn
-    ) -> MeshResult:
+    def _reconstruct(self, engine: Engine, job: Job) -> MeshResult:
+        fields = job.message.fields
+        model = choose_model(self._models, fields.get("model"), fields.get("kind"))
+        observation = observation_from_arrays(model.kind, job.message.arrays)
+        options = options_from_fields(fields.get("options", {}))
+        progress, cancel = self._progress_for(job), job.cancelled.is_set
+        return engine.reconstruct(model.name, observation, options, progress=progress, cancel=cancel)
+
+    def _sample(self, engine: Engine, job: Job) -> MeshResult:
+        fields = job.message.fields
+        model = choose_model(self._models, fields.get("model"), "unconditional")
+        options = options_from_fields(fields.get("options", {}))
+        seed = int(fields.get("seed", options.seed))
+        progress, cancel = self._progress_for(job), job.cancelled.is_set
+        return engine.sample(model.name, seed, options, progress=progress, cancel=cancel)
+
+    def _extract(self, engine: Engine, job: Job) -> MeshResult:
+        field_id, tau = job.message.fields["field_id"], float(job.message.fields["tau"])
+        progress, cancel = self._progress_for(job), job.cancelled.is_set
         try:
             return engine.extract(field_id, tau, progress=progress, cancel=cancel)
-        except KeyError as e:
-            if e.args != (field_id,):  # some other lookup failed inside the engine
-                raise
+        except FieldGoneError:
             raise RequestError(
-                protocol.UNKNOWN_FIELD, f"no cached field {field_id!r} (released, evicted or never made)"
+                schemas.UNKNOWN_FIELD, f"no cached field {field_id!r} (released, evicted or never made)"
             ) from None
 
-    def _release(self, engine: Engine, request_id: int, field_id: str | None) -> Message:
+    def _release(self, engine: Engine, job: Job) -> Message:
+        field_id = job.message.fields.get("field_id")
         try:
             engine.release(field_id)  # releasing everything also empties the device's cache
-        except KeyError as e:
-            if e.args != (field_id,):
-                raise
-            raise RequestError(protocol.UNKNOWN_FIELD, f"no cached field {field_id!r}") from None
-        return Message("released", request_id, {"field_id": field_id})
+        except FieldGoneError:
+            raise RequestError(schemas.UNKNOWN_FIELD, f"no cached field {field_id!r}") from None
+        return Message("released", job.id, {"field_id": field_id})
+
+    def _echo(self, engine: Engine, job: Job) -> Message:
+        return Message("echo", job.id, {"data": job.message.fields.get("data")}, job.message.arrays)
 
     def _progress_for(self, job: Job) -> ProgressFn:
         """A progress callback that streams to the client, at most every PROGRESS_INTERVAL_S per stage."""

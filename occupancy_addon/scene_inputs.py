@@ -16,8 +16,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from .errors import UserError
 from .placement import front_view_matrix, image_result_matrix
-from .service import UserError
 from .voxelize import VoxelizeError, voxelize
 
 POINTCLOUD, VOXELS, IMAGE = "pointcloud", "voxels", "image"
@@ -64,8 +64,8 @@ class InputChoice:
 
 
 @dataclass
-class Observation:
-    """An input read out of Blender, ready to send, and where its result goes."""
+class InputData:
+    """An input read out of Blender: its arrays, ready to send, and where its result goes."""
 
     choice: InputChoice
     arrays: dict[str, np.ndarray]
@@ -242,7 +242,7 @@ def _image_text(image: bpy.types.Image) -> str:
 # Reading
 
 
-def read(context: bpy.types.Context, choice: InputChoice, evaluated: bool = True) -> Observation:
+def read(context: bpy.types.Context, choice: InputChoice, evaluated: bool = True) -> InputData:
     """Copy the input's data into numpy arrays for the backend; UserError when it is unusable."""
     context.evaluated_depsgraph_get()  # brings world matrices up to date after a script moved things
     if choice.kind == POINTCLOUD:
@@ -251,7 +251,7 @@ def read(context: bpy.types.Context, choice: InputChoice, evaluated: bool = True
         points = read_points(data)
         if len(points) == 0:
             raise UserError(f"'{choice.obj.name}' has no points to reconstruct from")
-        return Observation(choice, {"points": points}, _matrix(choice.obj.matrix_world))
+        return InputData(choice, {"points": points}, _matrix(choice.obj.matrix_world))
     if choice.kind == VOXELS:
         assert choice.obj is not None
         vertices, triangles = read_triangles(context, choice.obj, evaluated)
@@ -260,7 +260,7 @@ def read(context: bpy.types.Context, choice: InputChoice, evaluated: bool = True
         except VoxelizeError as error:
             raise UserError(f"'{choice.obj.name}' cannot be voxelised: {error}") from None
         arrays = {"voxels": occupancy, "bounds": bounds}
-        return Observation(choice, arrays, _matrix(choice.obj.matrix_world))
+        return InputData(choice, arrays, _matrix(choice.obj.matrix_world))
     assert choice.image is not None
     pixels = read_image(choice.image)
     if choice.obj is not None:
@@ -273,7 +273,7 @@ def read(context: bpy.types.Context, choice: InputChoice, evaluated: bool = True
     else:
         cursor: Any = context.scene.cursor.location if context.scene is not None else (0.0, 0.0, 0.0)
         matrix = front_view_matrix((float(cursor[0]), float(cursor[1]), float(cursor[2])))
-    return Observation(choice, {"image": pixels}, matrix)
+    return InputData(choice, {"image": pixels}, matrix)
 
 
 def _matrix(matrix: Matrix) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""The metadata header of a model file, read with the standard library (no torch, no weights).
+
+A model is a safetensors file: a little-endian u64 length, then a JSON header whose
+``__metadata__`` carries this project's format tag and version and the model's metadata (name,
+kind, tau, config, ...) as a JSON string. The backend and the add-on both list models from it, so
+the format checks live here once; each side words its own messages from the error's type.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+FORMAT = "occupancy-reconstruct"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100_000_000
+
+
+class ModelHeaderError(ValueError):
+    """The file cannot be used as a model; the subclass says why."""
+
+
+class NotSafetensorsError(ModelHeaderError):
+    """The file has no readable safetensors header."""
+
+
+class ForeignModelError(ModelHeaderError):
+    """A safetensors file without this project's format tag."""
+
+
+class FormatVersionError(ModelHeaderError):
+    """A model written in another version of the format."""
+
+    def __init__(self, version: object) -> None:
+        super().__init__(f"model format version {version}, this build reads {FORMAT_VERSION}")
+        self.version = version
+
+
+class BadMetadataError(ModelHeaderError):
+    """The format tag is right, but the model's metadata is not a JSON object."""
+
+
+def read_model_header(path: str | Path) -> dict[str, Any]:
+    """The model's metadata (a JSON object). OSError when the file cannot be opened."""
+    with Path(path).open("rb") as stream:
+        try:
+            size = int.from_bytes(stream.read(8), "little")
+            if not 0 < size < MAX_HEADER_BYTES:
+                raise ValueError("bad header size")
+            header = json.loads(stream.read(size))
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included
+            raise NotSafetensorsError(str(error)) from None
+    info = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ForeignModelError(f"no '{FORMAT}' format tag")
+    if info.get("format_version") != str(FORMAT_VERSION):
+        raise FormatVersionError(info.get("format_version"))
+    try:
+        meta = json.loads(info["meta"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BadMetadataError(str(error)) from None
+    if not isinstance(meta, dict):
+        raise BadMetadataError(f"the metadata must be a JSON object, got {type(meta).__name__}")
+    return meta
