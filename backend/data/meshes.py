@@ -5,7 +5,8 @@ in MESHES, normalises each into the unit cube (bounding-box centre at the origin
 side 1, as the procedural shapes and the original's ShapeNet data), and writes to OUT
 (default MESHES/prepared):
 
-- ``train.npz``, ``val.npz`` (and ``test.npz`` if asked for): per mesh the same surface
+- ``train.npz``, ``val.npz`` (and ``test.npz`` if asked for; a test-only dataset, made with
+  ``test_fraction = 1``, has ``test.npz`` alone): per mesh the same surface
   samples, normals, packed 32^3 voxel grid and (empty) camera-view arrays as a procedural
   split, plus labelled query points: ``uniform_points`` in the padded box and
   ``near_points`` around the surface, with packed occupancy bits (``*_occ``).
@@ -69,10 +70,21 @@ class MeshSettings:
                 raise MeshDataError(f"{name} must be a finite number >= 0, got {value!r}")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and 0 <= value < 1):
-                raise MeshDataError(f"{name} must lie in [0, 1), got {value!r}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise MeshDataError("val_fraction + test_fraction must leave meshes for training")
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise MeshDataError(f"{name} must lie in [0, 1], got {value!r}")
+        if self.test_only:
+            if self.val_fraction != 0:
+                raise MeshDataError("a test-only dataset (test_fraction 1) takes val_fraction 0")
+        elif self.val_fraction + self.test_fraction >= 1:
+            raise MeshDataError(
+                "val_fraction + test_fraction must leave meshes for training (or set test_fraction 1 "
+                "and val_fraction 0 for a test-only dataset)"
+            )
+
+    @property
+    def test_only(self) -> bool:
+        """Every mesh goes to the test split: a set to evaluate on that nothing trains or selects on."""
+        return self.test_fraction == 1
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -210,8 +222,15 @@ def prepare_mesh(path: Path, settings: MeshSettings, index: int) -> dict[str, np
 
 # ------------------------------------------------------------------------------------------ splits
 def assign_splits(names: list[str], settings: MeshSettings) -> dict[str, list[int]]:
-    """Indices of the meshes in each split: a seeded shuffle, at least one training and validation mesh."""
+    """Indices of the meshes in each split: a seeded shuffle, at least one training and validation mesh.
+
+    A test-only dataset puts every mesh in the test split.
+    """
     n = len(names)
+    if settings.test_only:
+        if n < 1:
+            raise MeshDataError("need at least 1 usable mesh for a test-only dataset, got 0")
+        return {"val": [], "test": list(range(n)), "train": []}
     if n < 2:
         raise MeshDataError(f"need at least 2 usable meshes (one to train on, one to validate), got {n}")
     order = np.random.default_rng(settings.seed).permutation(n)
@@ -241,7 +260,8 @@ def prepare_meshes(
     """Prepare every mesh in ``folder`` into splits under ``out``; returns the manifest.
 
     Unreadable meshes are skipped and listed in the manifest. Nothing is written unless at
-    least two meshes are usable; each file appears complete or not at all.
+    least two meshes (one for a test-only dataset) are usable; each file appears complete or
+    not at all.
     """
     from tqdm import tqdm
 
@@ -268,10 +288,11 @@ def prepare_meshes(
     usable = [(p.name, shape) for p, (shape, _) in zip(paths, results, strict=True) if shape is not None]
     for name, reason in skipped.items():
         log.warning("skipped %s: %s", name, reason)
-    if len(usable) < 2:
+    need = 1 if settings.test_only else 2
+    if len(usable) < need:
         details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise MeshDataError(
-            f"need at least 2 usable meshes in {folder}, got {len(usable)}"
+            f"need at least {need} usable mesh{'es' if need > 1 else ''} in {folder}, got {len(usable)}"
             + (f" ({details})" if details else "")
         )
     names = [name for name, _ in usable]
