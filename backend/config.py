@@ -41,6 +41,10 @@ class ModelConfig:
     # image models with local features: how many ResNet stages the pixel-aligned features read
     # (1: the first stage's fine features only; more adds the coarser, wider-context ones)
     pixel_stages: int = 1
+    # point-cloud models with local features: the decoder also reads a patch of the k nearest
+    # input points at each query (models/patches.py), detail finer than the grid's cells; 0: off
+    neighbours: int = 0
+    patch_width: int = 32  # channels of the patch features
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -64,6 +68,13 @@ class ModelConfig:
             )
         if self.pixel_stages > 1 and not (self.kind == "image" and self.local_features):
             raise ConfigError("model.pixel_stages > 1 needs kind = 'image' and local_features = true")
+        if self.neighbours < 0 or self.patch_width <= 0:
+            raise ConfigError(
+                f"model.neighbours must be >= 0 and model.patch_width positive, "
+                f"got {self.neighbours} and {self.patch_width}"
+            )
+        if self.neighbours > 0 and not (self.kind == "pointcloud" and self.local_features):
+            raise ConfigError("model.neighbours > 0 needs kind = 'pointcloud' and local_features = true")
         if self.kind == "unconditional":
             if self.c_dim != 0 or self.z_dim <= 0:
                 raise ConfigError("an unconditional model needs c_dim = 0 and z_dim > 0")
@@ -84,6 +95,14 @@ class DataConfig:
     surface_points: int = 10000  # surface samples stored per shape
     n_points: int = 300  # observed points (point cloud input)
     noise: float = 0.005  # std of the Gaussian noise on observed points
+    # scans of any density (data/scans.py), off at their defaults: with n_points_max > n_points
+    # each batch observes a number of points drawn log-uniformly from [n_points, n_points_max]
+    n_points_max: int = 0
+    noise_max: float = 0.0  # > noise: each shape's noise std is uniform in [noise, noise_max]
+    outliers: float = 0.0  # each shape replaces a share uniform in [0, outliers] by uniform points
+    density_gain: float = 0.0  # sampling density exp(g <p, d>), g uniform in [0, density_gain]
+    partial_scans: float = 0.0  # share of shapes seen only from 1 to scan_views random viewpoints
+    scan_views: int = 4
     query_points: int = 2048  # query points per shape per step
     near_surface_ratio: float = 0.5  # share of query points near the surface (0 = original, uniform only)
     near_surface_sigma: float = 0.05
@@ -112,6 +131,19 @@ class DataConfig:
         _at_least(self, "views", 0, "data")
         for name in ("noise", "near_surface_sigma", "padding"):
             _at_least(self, name, 0.0, "data")
+        for name in ("n_points_max", "scan_views"):
+            _at_least(self, name, 0, "data")
+        for name in ("noise_max", "outliers", "density_gain", "partial_scans"):
+            _at_least(self, name, 0.0, "data")
+        if self.n_points_max and self.n_points_max < self.n_points:
+            raise ConfigError(
+                f"data.n_points_max ({self.n_points_max}) must be 0 or at least "
+                f"data.n_points ({self.n_points})"
+            )
+        if self.outliers > 0.5 or self.partial_scans > 1:
+            raise ConfigError("data.outliers must be at most 0.5 and data.partial_scans at most 1")
+        if self.partial_scans > 0 and self.scan_views < 1:
+            raise ConfigError("data.partial_scans needs data.scan_views >= 1")
         if not 0.0 <= self.near_surface_ratio <= 1.0:
             raise ConfigError(f"data.near_surface_ratio must lie in [0, 1], got {self.near_surface_ratio}")
 

@@ -72,12 +72,24 @@ class EvalSettings:
     fscore_threshold: float = 0.01
     source: str = "procedural"  # or a folder made by prepare-meshes
     data_dir: Path = Path(".data")
+    # point clouds: observed points and noise std (None: the model's fixed training setting, or
+    # the original's 300 points with noise 0.005 for models of any density), and viewpoints of a
+    # partial scan (0: the whole surface)
+    points: int | None = None
+    noise: float | None = None
+    views: int = 0
 
     def check(self) -> None:
         for name in ("n", "iou_points", "surface_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.points is not None and not 1 <= self.points <= 10_000_000:
+            raise InputError(f"points must be 1 to 10,000,000, got {self.points}")
+        if self.noise is not None and not 0 <= self.noise < 0.5:
+            raise InputError(f"noise must lie in [0, 0.5), got {self.noise}")
+        if not 0 <= self.views <= 16:
+            raise InputError(f"views must be 0 (the whole surface) to 16, got {self.views}")
         if not (0 < self.fscore_threshold < 1):
             raise InputError(f"the F-score threshold must lie in (0, 1), got {self.fscore_threshold}")
         check_resolution(self.resolution)
@@ -297,8 +309,14 @@ def observation_config(meta: ModelMeta, settings: EvalSettings) -> DataConfig:
     """The data settings of the held-out split and of the observations made from it."""
     data = meta.training.get("data", {}) if isinstance(meta.training, dict) else {}
     data = data if isinstance(data, dict) else {}
-    n_points = data.get("n_points", DEFAULT_POINTS)
-    noise = data.get("noise", DEFAULT_NOISE)
+    any_density = isinstance(data.get("n_points_max"), int) and data["n_points_max"] > 0
+    n_points, noise = (
+        (DEFAULT_POINTS, DEFAULT_NOISE) if any_density else (data.get("n_points"), data.get("noise"))
+    )
+    if settings.points is not None:
+        n_points = settings.points
+    if settings.noise is not None:
+        noise = settings.noise
     return DataConfig(
         source=settings.source,
         seed=settings.seed,
@@ -316,12 +334,14 @@ def _stream(seed: int, shape: int, purpose: int) -> int:
     return (seed * 1_000_003 + shape) * 4 + purpose
 
 
-def _observation(pool: ShapePool, kind: str, i: int, cfg: DataConfig) -> Observation:
+def _observation(pool: ShapePool, kind: str, i: int, cfg: DataConfig, scan_views: int = 0) -> Observation:
     if kind == "voxels":
         return Observation(voxels=pool.voxels[i].numpy())
     if kind == "image":
         return Observation(image=pool.images[i, 0].numpy())
     gen = torch.Generator().manual_seed(_stream(cfg.seed, i, 0))
+    if scan_views > 0:
+        return Observation(points=pool.scan(i, cfg, gen, scan_views))
     points = pool.observe("pointcloud", torch.tensor([i]), cfg, gen, None)
     assert points is not None
     return Observation(points=points[0].numpy())
@@ -340,14 +360,28 @@ def _ground_truth_surface(pool: ShapePool, i: int, kind: str) -> tuple[np.ndarra
     )
 
 
-def evaluate_shapes(
-    engine: Reconstructor, model: str, settings: EvalSettings, progress: bool = True
-) -> Iterator[ShapeResult]:
-    """Reconstruct and score the first ``settings.n`` shapes of the split, one at a time."""
+@dataclass
+class TestCase:
+    """One held-out shape: the observation a model gets and the ground truth it is scored on,
+    all in the normalised frame."""
+
+    index: int
+    name: str
+    observation: Observation
+    iou_points: np.ndarray  # (n, 3) uniform in the padded box
+    iou_gt: np.ndarray  # (n,) bool occupancy
+    surface: np.ndarray  # (k, 3) ground-truth surface samples
+    normals: np.ndarray  # (k, 3) their unit normals
+    tree: cKDTree  # over ``surface``
+    voxels: np.ndarray  # (32, 32, 32) the voxel input, for the voxel model's baseline
+
+
+def test_cases(
+    kind: str, meta: ModelMeta, settings: EvalSettings, progress: bool = True
+) -> Iterator[TestCase]:
+    """The first ``settings.n`` shapes of the split as a model of ``kind`` observes them."""
     from tqdm import tqdm
 
-    _, meta = engine.load(model)
-    kind = meta.kind
     cfg = observation_config(meta, settings)
     root = settings.data_dir / "procedural"
     try:
@@ -355,33 +389,67 @@ def evaluate_shapes(
         pool.check_kind(kind)
     except ValueError as e:  # a missing or unusable mesh dataset, or one without views for an image model
         raise InputError(str(e)) from None
-    options = ReconstructOptions(tau=settings.tau, resolution=settings.resolution, keep_field=False)
     for i in tqdm(range(min(settings.n, len(pool))), desc=f"evaluate {meta.name}", disable=not progress):
-        t0 = time.perf_counter()
         idx = torch.tensor([i])
         views = torch.zeros(1, dtype=torch.long) if kind == "image" else None
         gen = torch.Generator().manual_seed(_stream(settings.seed, i, 1))
         pts_t, occ_t = pool.uniform_labelled(idx, settings.iou_points, PADDING, gen, views)
-        pts, gt_occ = pts_t[0].numpy().astype(np.float64), occ_t[0].numpy() > 0.5
         gt_points, gt_normals = _ground_truth_surface(pool, i, kind)
-        gt_tree = surface_tree(gt_points)
-        observation = _observation(pool, kind, i, cfg)
-        mesh: MeshResult = engine.reconstruct(model, observation, options)
-        rng = np.random.default_rng([settings.seed, i])
-        args = (gt_points, gt_normals, gt_tree, settings.surface_points, settings.fscore_threshold, rng)
-        metrics = mesh_metrics(mesh.vertices, mesh.faces, pts, gt_occ, *args)
+        yield TestCase(
+            index=i,
+            name=pool.names[i] if pool.names is not None else f"{settings.split}-{i}",
+            observation=_observation(pool, kind, i, cfg, settings.views),
+            iou_points=pts_t[0].numpy().astype(np.float64),
+            iou_gt=occ_t[0].numpy() > 0.5,
+            surface=gt_points,
+            normals=gt_normals,
+            tree=surface_tree(gt_points),
+            voxels=pool.voxels[i].numpy().astype(bool),
+        )
+
+
+def score(
+    case: TestCase, vertices: np.ndarray, faces: np.ndarray, settings: EvalSettings
+) -> dict[str, float]:
+    """All metrics of a predicted mesh (normalised frame) on one test case."""
+    rng = np.random.default_rng([settings.seed, case.index])
+    return mesh_metrics(
+        vertices,
+        faces,
+        case.iou_points,
+        case.iou_gt,
+        case.surface,
+        case.normals,
+        case.tree,
+        settings.surface_points,
+        settings.fscore_threshold,
+        rng,
+    )
+
+
+def evaluate_shapes(
+    engine: Reconstructor, model: str, settings: EvalSettings, progress: bool = True
+) -> Iterator[ShapeResult]:
+    """Reconstruct and score the first ``settings.n`` shapes of the split, one at a time."""
+    _, meta = engine.load(model)
+    kind = meta.kind
+    options = ReconstructOptions(tau=settings.tau, resolution=settings.resolution, keep_field=False)
+    for case in test_cases(kind, meta, settings, progress):
+        t0 = time.perf_counter()
+        mesh: MeshResult = engine.reconstruct(model, case.observation, options)
+        seconds = time.perf_counter() - t0
+        metrics = score(case, mesh.vertices, mesh.faces, settings)
         baseline = None
         if kind == "voxels":
-            grid = pool.voxels[i].numpy().astype(bool)
-            b_points, b_normals = sample_voxel_surface(grid, settings.surface_points, rng)
+            rng = np.random.default_rng([settings.seed, case.index, 1])
+            b_points, b_normals = sample_voxel_surface(case.voxels, settings.surface_points, rng)
             baseline = {
-                "iou": volume_iou(voxel_occupancy(grid, pts), gt_occ),
+                "iou": volume_iou(voxel_occupancy(case.voxels, case.iou_points), case.iou_gt),
                 **surface_metrics(
-                    b_points, b_normals, gt_points, gt_normals, settings.fscore_threshold, gt_tree
+                    b_points, b_normals, case.surface, case.normals, settings.fscore_threshold, case.tree
                 ),
             }
-        name = pool.names[i] if pool.names is not None else f"{settings.split}-{i}"
-        yield ShapeResult(i, name, metrics, baseline, len(mesh.faces), time.perf_counter() - t0)
+        yield ShapeResult(case.index, case.name, metrics, baseline, len(mesh.faces), seconds)
 
 
 def evaluate_samples(

@@ -29,6 +29,7 @@ from .models import OccupancyNetwork, build_model
 
 log = logging.getLogger("backend.train")
 
+SCAN_KEYS = ("n_points", "n_points_max", "noise", "noise_max", "outliers", "density_gain", "partial_scans")
 TAUS = tuple(round(0.05 * i, 2) for i in range(2, 19))  # 0.1 ... 0.9
 
 
@@ -103,7 +104,8 @@ def _load_model_of(
     path: Path, cfg: Config, purpose: str, may_grow: bool = False
 ) -> tuple[OccupancyNetwork, ModelMeta]:
     """Load a model file for ``purpose`` ("start from", "average"). ResumeError if it is unreadable
-    or not this config's network; with ``may_grow`` it may also read fewer pixel stages."""
+    or not this config's network; with ``may_grow`` it may also read fewer pixel stages, or no
+    patches of neighbours."""
     try:
         model, meta = load_checkpoint(path)
     except CheckpointError as e:
@@ -111,6 +113,8 @@ def _load_model_of(
     had, want = meta.model_config(), cfg.model
     if may_grow and had.pixel_stages <= want.pixel_stages:
         had = replace(had, pixel_stages=want.pixel_stages)
+    if may_grow and had.neighbours == 0:
+        had = replace(had, neighbours=want.neighbours, patch_width=want.patch_width)
     if had != want:
         raise ResumeError(
             f"cannot {purpose} {path}: its model config {meta.config} differs from the config's "
@@ -124,17 +128,19 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
 
     The provenance nests: a model fine-tuned from a fine-tuned model names every earlier stage.
 
-    ResumeError unless it is the same network, or this one differs only in reading more pixel
-    stages (``model.pixel_stages``).
+    ResumeError unless it is the same network, or this one differs only in reading more of the
+    observation at each point: more pixel stages, or patches of neighbours.
     """
     source, meta = _load_model_of(path, cfg, "start from", may_grow=True)
-    # more pixel stages append feature channels to the decoder's input: their weights start at
-    # zero, so the new network computes exactly what the old one did and learns to use them
+    # the new inputs append feature channels to the decoder's input: their weights start at
+    # zero, so the new network computes exactly what the old one did and learns to use them;
+    # the modules that compute them (the patch MLP) keep their fresh initialisation
     state = source.state_dict()
     w = state["decoder.fc_p.weight"]
     wanted = model.get_parameter("decoder.fc_p.weight").shape[1]
     state["decoder.fc_p.weight"] = torch.cat([w, w.new_zeros(w.shape[0], wanted - w.shape[1])], 1)
-    model.load_state_dict(state)
+    fresh = {k: v for k, v in model.state_dict().items() if k.startswith("local.patch.")}
+    model.load_state_dict({**fresh, **state})
     t = meta.training
     return {
         "file": path.name,
@@ -280,8 +286,7 @@ def train(
                             "source": d.source,
                             "n_train": d.n_train,
                             "seed": d.seed,
-                            "n_points": d.n_points,
-                            "noise": d.noise,
+                            **{key: getattr(d, key) for key in SCAN_KEYS},
                             "near_surface_ratio": d.near_surface_ratio,
                         },
                         "device": str(device),

@@ -7,6 +7,7 @@ it, format version check included; the weights themselves are only ever loaded b
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,25 @@ def read_model_file(path: Path, shipped: bool = False) -> ModelFile:
     if kind not in KINDS:
         raise ModelFileError(f"{path.name} is a model of unknown kind {kind!r}")
     return ModelFile(path.stem if shipped else str(path), kind, tau, path, shipped)
+
+
+def points_used(model: ModelFile, count: int) -> int:
+    """How many of ``count`` points the backend feeds ``model``: all of them for a model of any
+    density, else its training size (the backend subsamples). Read from the file's header."""
+    try:
+        budget = _point_budget(model.path, model.path.stat().st_mtime)
+    except OSError:
+        return count
+    return count if budget is None else min(count, budget)
+
+
+@functools.lru_cache(maxsize=32)
+def _point_budget(path: Path, mtime: float) -> int | None:  # mtime: a rewritten file is read again
+    wire = load_protocol()
+    try:
+        return wire.point_budget(wire.read_model_header(path))
+    except (OSError, ValueError):
+        return None
 
 
 def shipped_weights_dir(backend_root: Path, override: str = "") -> Path:

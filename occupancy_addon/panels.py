@@ -8,6 +8,7 @@ import bpy
 
 from . import runtime
 from .errors import UserError
+from .model_files import points_used
 from .progress import describe, overall_fraction
 from .properties import AUTO_MODEL, OCC_PG_settings, result_settings, scene_settings
 from .results import choose_model
@@ -122,6 +123,10 @@ class OCC_PT_reconstruct(_SidebarTab, bpy.types.Panel):
             return False
         box.label(text=choice.description, icon="CHECKMARK")
         box.label(text=f"Model: {model.label}", icon="BLANK1")
+        if choice.count:
+            used = points_used(model, choice.count)
+            whole = used == choice.count
+            box.label(text=f"Uses all {used:,} points" if whole else f"Uses {used:,} (its training size)")
         return True
 
 

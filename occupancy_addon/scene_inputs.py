@@ -61,6 +61,7 @@ class InputChoice:
     name: str  # the result is called "<name>.occupancy"
     obj: bpy.types.Object | None = None
     image: bpy.types.Image | None = None
+    count: int = 0  # points of a point cloud
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _detect_points(obj: bpy.types.Object, context: bpy.types.Context, evaluated:
     count = _count(data)
     if count == 0:
         raise UserError(f"'{obj.name}' has no points to reconstruct from")
-    return InputChoice(POINTCLOUD, f"Point cloud: {count:,} points", obj.name, obj=obj)
+    return InputChoice(POINTCLOUD, f"Point cloud: {count:,} points", obj.name, obj=obj, count=count)
 
 
 def _detect_voxels(obj: bpy.types.Object, context: bpy.types.Context, evaluated: bool) -> InputChoice:

@@ -40,8 +40,21 @@ pip_install=("$OCC_PY" -m pip install --quiet --disable-pip-version-check --prog
 
 echo "bootstrap: installing $TORCH_PIN"
 "${pip_install[@]}" "$TORCH_PIN"
-echo "bootstrap: installing the project with its dev dependencies and $BPY_PIN"
-"${pip_install[@]}" --constraint "$constraints" --editable "$REPO_ROOT[dev]" "$BPY_PIN"
+echo "bootstrap: installing the project with its dev and bench dependencies and $BPY_PIN"
+"${pip_install[@]}" --constraint "$constraints" --editable "$REPO_ROOT[dev,bench]" "$BPY_PIN"
+
+# Open3D (bench only) loads the system's libusb-1.0; install it where this machine can, else its
+# benchmarks and their test are skipped with a message.
+if ! "$OCC_PY" -c 'import open3d' 2>/dev/null; then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+        echo "bootstrap: installing libusb-1.0-0 for Open3D"
+        apt-get install -y -qq libusb-1.0-0 >/dev/null \
+            || { apt-get update -qq >/dev/null && apt-get install -y -qq libusb-1.0-0 >/dev/null; } \
+            || echo "bootstrap: could not install libusb-1.0-0; the classical baselines are skipped"
+    else
+        echo "bootstrap: Open3D does not load (it needs libusb-1.0); the classical baselines are skipped"
+    fi
+fi
 
 # Run from / so the check sees what is installed, not the repository's folders.
 (cd / && "$OCC_PY" - <<'PY'

@@ -32,6 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--surface-points", type=int, default=100_000, help="surface samples per mesh (default 100000)"
     )
+    p.add_argument(
+        "--points", type=int, help="point clouds: observed points (default: the model's own, or 300)"
+    )
+    p.add_argument("--noise", type=float, help="point clouds: noise std (default: the model's own, or 0.005)")
+    p.add_argument(
+        "--views", type=int, default=0, help="point clouds: a partial scan from this many viewpoints (0: all)"
+    )
     p.add_argument("--source", default="procedural", help="'procedural' or a folder made by prepare-meshes")
     p.add_argument("--data-dir", type=Path, default=Path(".data"), help="where generated data is cached")
     p.add_argument("--json", type=Path, help="write the full results to this JSON file")
@@ -125,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             surface_points=args.surface_points,
             source=args.source,
             data_dir=args.data_dir,
+            points=args.points,
+            noise=args.noise,
+            views=args.views,
         )
         engine = Reconstructor(args.device, threads=args.threads)
         report = evaluate(engine, args.weights, settings)

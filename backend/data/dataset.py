@@ -27,6 +27,7 @@ from .augment import (
     random_square_symmetries,
     random_symmetries,
 )
+from .scans import candidates, draw_count, simulate_scans
 from .shapes import Frame, ShapeSet
 
 OBSERVATION_KEYS = ("surface", "normals", "voxels", "images", "view_rot", "view_center", "view_scale")
@@ -168,6 +169,9 @@ class ShapePool:
     ) -> torch.Tensor | None:
         """The model input for shapes ``idx``."""
         self.check_kind(kind)
+        if kind == "pointcloud" and scans_vary(cfg):
+            n = draw_count(cfg, gen)
+            return simulate_scans(*self._oriented_surface(idx, n, gen), n, cfg, gen)
         if kind == "pointcloud":
             k = self.surface.shape[1]
             pick = torch.randint(k, (len(idx), cfg.n_points), generator=gen)
@@ -179,6 +183,23 @@ class ShapePool:
             assert views is not None
             return self.images[idx, views].permute(0, 3, 1, 2).float() / 255.0
         return None
+
+    def _oriented_surface(
+        self, idx: torch.Tensor, n: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random run of the stored surface samples of shapes ``idx``, enough to draw n points
+        from (``scans.candidates``), as float32 with unit normals."""
+        k = self.surface.shape[1]
+        count = candidates(k, n)
+        start = int(torch.randint(k - count + 1, (), generator=gen))
+        run = slice(start, start + count)
+        normals = self.normals[idx, run].float()
+        return self.surface[idx, run].float(), normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+
+    def scan(self, i: int, cfg: DataConfig, gen: torch.Generator, views: int) -> np.ndarray:
+        """(n_points, 3) points of shape ``i`` as a partial scan from ``views`` viewpoints, with cfg.noise."""
+        surface, normals = self._oriented_surface(torch.tensor([i]), cfg.n_points, gen)
+        return simulate_scans(surface, normals, cfg.n_points, cfg, gen, fixed_views=views)[0].numpy()
 
     def batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
         """Observation + labelled query points for shapes ``idx``, augmented if ``cfg.augment``.
@@ -232,6 +253,17 @@ class ShapePool:
         half = 0.5 * (1 + padding)
         pts = (torch.rand(len(idx), n, 3, generator=gen) * 2 - 1) * half
         return pts, self._occupancy(pts, idx, views)
+
+
+def scans_vary(cfg: DataConfig) -> bool:
+    """Are point clouds drawn as varied scans (data/scans.py), or as the original's fixed n noisy points?"""
+    return (
+        cfg.n_points_max > cfg.n_points
+        or cfg.noise_max > cfg.noise
+        or cfg.outliers > 0
+        or cfg.density_gain > 0
+        or cfg.partial_scans > 0
+    )
 
 
 def validation_set(

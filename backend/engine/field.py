@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..models import OccupancyNetwork
-from ..models.onet import ModelInputError
+from ..models.onet import Evidence, ModelInputError
 from .fold import FoldedDecoder, fold_decoder
 from .types import CancelFn, Cancelled
 
@@ -100,7 +100,7 @@ class NetworkField(Field):
         half: bool = False,
         chunk: int | None = None,
         fold: bool = True,
-        obs: torch.Tensor | None = None,
+        obs: Evidence | None = None,
     ) -> None:
         if model.local is not None and obs is None:
             raise ModelInputError("this model reads its observation at every query point: pass obs")
@@ -117,7 +117,11 @@ class NetworkField(Field):
 
     @property
     def nbytes(self) -> int:
-        own = sum(4 * t.numel() for t in (self.c, self.z, self.obs) if t is not None)
+        own = sum(4 * t.numel() for t in (self.c, self.z) if t is not None)
+        if isinstance(self.obs, torch.Tensor):
+            own += 4 * self.obs.numel()
+        elif self.obs is not None:
+            own += self.obs.nbytes
         folded = {id(f): f.nbytes for f in (self._fast, self._grad) if f is not None}
         return int(own + sum(folded.values()))
 

@@ -30,7 +30,7 @@ from ..wire.constants import VOXEL_RES
 from .types import InputError, Observation
 
 MIN_POINTS = 10
-DEFAULT_TRAINING_POINTS = 300
+MAX_CLOUD_POINTS = 20_000_000  # ~1.4 GB of float64 coordinates while a cloud is prepared
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,20 @@ def _as_array(value: object, name: str) -> np.ndarray:
     return arr
 
 
-def prepare_points(points: object, max_points: int, seed: int = 0) -> Prepared:
-    """(N, 3) points in any frame -> (1, n, 3) float32 in the unit frame, n <= max_points."""
+def prepare_points(points: object, max_points: int | None, seed: int = 0) -> Prepared:
+    """(N, 3) points in any frame -> (1, n, 3) float32 in the unit frame.
+
+    ``max_points``: a model trained on a fixed number of points gets a subsample of that size;
+    None (a model for any density) takes every point, up to MAX_CLOUD_POINTS.
+    """
     arr = _as_array(points, "points")
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise InputError(f"points must be an (N, 3) array, got shape {arr.shape}")
+    if len(arr) > MAX_CLOUD_POINTS:
+        raise InputError(
+            f"the point cloud has {len(arr):,} points, more than the {MAX_CLOUD_POINTS:,} the backend "
+            "takes; thin it first (e.g. a voxel-grid filter at the scan's resolution)"
+        )
     arr = arr.astype(np.float64)
     warnings = []
     finite = np.isfinite(arr).all(axis=1)
@@ -99,7 +108,7 @@ def prepare_points(points: object, max_points: int, seed: int = 0) -> Prepared:
         raise InputError("the point coordinates are too large to normalise (their extent overflows)")
     if not extent > 1e-9 * max(1.0, float(np.abs(center).max())):
         raise InputError("all points lie at one spot: the point cloud has no extent to reconstruct")
-    if len(arr) > max_points:
+    if max_points is not None and len(arr) > max_points:
         rng = np.random.default_rng(seed)
         arr = arr[np.sort(rng.choice(len(arr), max_points, replace=False))]
         warnings.append(f"used {max_points} of the points (the model was trained on {max_points})")

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
 from ..models import OccupancyNetwork
+from ..wire.model_header import point_budget
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
 from .field import NetworkField
@@ -26,7 +27,6 @@ from .grid import Grid, check_resolution
 from .lattice import LatticeValues
 from .marching import triangle_counts
 from .observation import (
-    DEFAULT_TRAINING_POINTS,
     Frame,
     Prepared,
     observation_kind,
@@ -68,13 +68,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
     return dev
-
-
-def _training_points(meta: ModelMeta) -> int:
-    """How many observed points the model was trained with (the point cloud's subsample size)."""
-    data = meta.training.get("data", {}) if isinstance(meta.training, dict) else {}
-    n = data.get("n_points") if isinstance(data, dict) else None
-    return int(n) if isinstance(n, int) and n > 0 else DEFAULT_TRAINING_POINTS
 
 
 class Reconstructor:
@@ -248,7 +241,7 @@ class Reconstructor:
         self, observation: Observation, kind: str, meta: ModelMeta, options: ReconstructOptions
     ) -> Prepared:
         if kind == "pointcloud":
-            return prepare_points(observation.points, _training_points(meta), options.seed)
+            return prepare_points(observation.points, point_budget({"training": meta.training}), options.seed)
         if kind == "voxels":
             return prepare_voxels(observation.voxels, observation.bounds)
         return prepare_image(observation.image, int(meta.config.get("image_size", 64)))

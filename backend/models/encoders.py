@@ -17,6 +17,7 @@ from torch import nn
 from .layers import ResnetBlockFC
 
 GRID_HALF = 0.55  # PointGridUNet's grid covers the padded box (padding 0.1) around the unit cube
+SCATTER_CHUNK = 65536  # points per pass of PointGridUNet's point MLP: bounded memory for any cloud
 
 
 def _max_pool(x: torch.Tensor) -> torch.Tensor:
@@ -188,7 +189,7 @@ class PointGridUNet(nn.Module):
     def __init__(self, c_dim: int = 128, width: int = 16, res: int = 32) -> None:
         super().__init__()
         w = width
-        self.res = res
+        self.res, self.width = res, width
         self.point_mlp = nn.Sequential(nn.Linear(6, 2 * w), nn.ReLU(), nn.Linear(2 * w, w))
         self.conv_in = _conv(w, w)
         self.down = nn.ModuleList(_conv(w * 2**i, w * 2 ** (i + 1), 2) for i in range(3))
@@ -197,17 +198,24 @@ class PointGridUNet(nn.Module):
         self.fc_c = nn.Linear(w * 8, c_dim)
 
     def scatter(self, points: torch.Tensor) -> torch.Tensor:
-        """Points (B, N, 3) -> the mean of their features per cell, (B, width, res, res, res)."""
+        """Points (B, N, 3) -> the mean of their features per cell, (B, width, res, res, res).
+
+        The points go through the MLP in chunks, so memory stays bounded for any N and the cost
+        is linear in N; a cell's mean does not depend on how densely it was sampled.
+        """
         b, n, _ = points.shape
-        r = self.res
-        cell = ((points + GRID_HALF) / (2 * GRID_HALF) * r).clamp(0, r - 1e-3)
-        ijk = cell.long()
-        feats = self.point_mlp(torch.cat([points * 2, (cell - ijk - 0.5) * 2], -1))  # (B, N, w)
-        flat = ((torch.arange(b, device=points.device)[:, None] * r + ijk[..., 0]) * r + ijk[..., 1]) * r
-        flat = (flat + ijk[..., 2]).reshape(-1)
-        w = feats.shape[-1]
-        total = feats.new_zeros(b * r**3, w).index_add_(0, flat, feats.reshape(-1, w))
-        count = feats.new_zeros(b * r**3).index_add_(0, flat, feats.new_ones(b * n))
+        r, w = self.res, self.width
+        total = points.new_zeros(b * r**3, w)
+        count = points.new_zeros(b * r**3)
+        batch_offset = torch.arange(b, device=points.device)[:, None] * r**3
+        for start in range(0, n, SCATTER_CHUNK):
+            chunk = points[:, start : start + SCATTER_CHUNK]
+            cell = ((chunk + GRID_HALF) / (2 * GRID_HALF) * r).clamp(0, r - 1e-3)
+            ijk = cell.long()
+            feats = self.point_mlp(torch.cat([chunk * 2, (cell - ijk - 0.5) * 2], -1))  # (B, n, w)
+            flat = (batch_offset + (ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]).reshape(-1)
+            total = total.index_add(0, flat, feats.reshape(-1, w))
+            count = count.index_add(0, flat, feats.new_ones(flat.shape[0]))
         grid = total / count.clamp(min=1)[:, None]
         return grid.view(b, r, r, r, w).permute(0, 4, 1, 2, 3)
 

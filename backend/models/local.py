@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data.render import CAMERA_DISTANCE, FOV_DEGREES
 from .encoders import GRID_HALF
+from .patches import PatchFeatures, PointEvidence
 
 VOXEL_SCALES = (1, 2, 4)  # average-pooling factors of the grid pyramid
 
@@ -41,6 +42,21 @@ class GridFeatures(nn.Module):
         where = (p / GRID_HALF).flip(-1)[:, :, None, None, :]  # (x, y, z) -> grid_sample's (W, H, D) order
         sampled = F.grid_sample(grid.to(p.dtype), where, mode="bilinear", align_corners=False)
         return sampled[:, :, :, 0, 0].transpose(1, 2)
+
+
+class GridPatchFeatures(nn.Module):
+    """The U-Net's grid at each point, then the patch of its nearest input points -> (B, M, C + width)."""
+
+    def __init__(self, channels: int, k: int, width: int) -> None:
+        super().__init__()
+        self.grid = GridFeatures(channels)
+        self.patch = PatchFeatures(k, width)
+
+    def dims(self) -> int:
+        return self.grid.dims() + self.patch.dims()
+
+    def forward(self, p: torch.Tensor, evidence: PointEvidence) -> torch.Tensor:
+        return torch.cat([self.grid(p, evidence.grid), self.patch(p, evidence.points, evidence.index)], -1)
 
 
 class VoxelFeatures(nn.Module):

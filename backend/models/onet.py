@@ -10,8 +10,11 @@ from ..config import ModelConfig
 from ..wire.constants import VOXEL_RES  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
 from .decoders import DecoderCBatchNorm, DecoderSimple
 from .encoders import LatentPointNet, PointGridUNet, ResNet18, ResnetPointNet, VoxelCNN
-from .local import GridFeatures, PixelFeatures, VoxelFeatures
+from .local import GridFeatures, GridPatchFeatures, PixelFeatures, VoxelFeatures
+from .patches import NeighbourIndex, PointEvidence
 
+LocalFeatures = GridFeatures | GridPatchFeatures | VoxelFeatures | PixelFeatures
+Evidence = torch.Tensor | PointEvidence  # what ``decode`` reads at each query point
 
 
 class ModelInputError(ValueError):
@@ -45,7 +48,7 @@ class OccupancyNetwork(nn.Module):
         c_dim: int,
         kind: str = "pointcloud",
         input_size: int = 0,
-        local: GridFeatures | VoxelFeatures | PixelFeatures | None = None,
+        local: LocalFeatures | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -91,9 +94,14 @@ class OccupancyNetwork(nn.Module):
 
     def encode_local(
         self, inputs: torch.Tensor | None, batch_size: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (code c, what ``decode`` reads as ``obs``: a feature grid, the voxels, an image feature
-        map, or None)."""
+    ) -> tuple[torch.Tensor, Evidence | None]:
+        """-> (code c, what ``decode`` reads as ``obs``: a feature grid, the grid with the points and
+        their neighbour index, the voxels, an image feature map, or None)."""
+        if isinstance(self.local, GridPatchFeatures):
+            assert isinstance(self.encoder, PointGridUNet)
+            points = self._check_inputs(inputs)
+            c, grid = self.encoder.forward_features(points)
+            return c, PointEvidence(grid, points, NeighbourIndex(points))
         if isinstance(self.local, PixelFeatures | GridFeatures):
             assert isinstance(self.encoder, ResNet18 | PointGridUNet)
             return self.encoder.forward_features(self._check_inputs(inputs))
@@ -102,7 +110,7 @@ class OccupancyNetwork(nn.Module):
             return c, self._check_inputs(inputs)
         return c, None
 
-    def decoder_inputs(self, p: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+    def decoder_inputs(self, p: torch.Tensor, obs: Evidence | None) -> torch.Tensor:
         """What the decoder's first layer reads per point: xyz, then the local features if any."""
         if self.local is None:
             return p
@@ -111,7 +119,7 @@ class OccupancyNetwork(nn.Module):
         return torch.cat([p, self.local(p, obs)], -1)
 
     def decode(
-        self, p: torch.Tensor, z: torch.Tensor | None, c: torch.Tensor, obs: torch.Tensor | None = None
+        self, p: torch.Tensor, z: torch.Tensor | None, c: torch.Tensor, obs: Evidence | None = None
     ) -> torch.Tensor:
         """Query points p (B, M, 3) -> occupancy logits (B, M); ``obs`` is the observation (skip models)."""
         p = self._check_points(p)
@@ -177,9 +185,11 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
         encoder = ResNet18(cfg.c_dim, cfg.encoder_width, cfg.pixel_stages)
     else:
         encoder = None
-    local: GridFeatures | VoxelFeatures | PixelFeatures | None = None
+    local: LocalFeatures | None = None
     if cfg.local_features:
-        if cfg.kind == "pointcloud":
+        if cfg.kind == "pointcloud" and cfg.neighbours > 0:
+            local = GridPatchFeatures(cfg.encoder_width, cfg.neighbours, cfg.patch_width)
+        elif cfg.kind == "pointcloud":
             local = GridFeatures(cfg.encoder_width)
         elif cfg.kind == "voxels":
             local = VoxelFeatures()

@@ -33,6 +33,7 @@ from .model_header import (
     FormatVersionError,
     ModelHeaderError,
     NotSafetensorsError,
+    point_budget,
     read_model_header,
 )
 from .schemas import (
@@ -105,6 +106,7 @@ __all__ = [
     "encode",
     "encode_frame",
     "frame_bytes",
+    "point_budget",
     "read_model_header",
     "validate",
     "write_parts",

@@ -15,6 +15,7 @@ from typing import Any
 FORMAT = "occupancy-reconstruct"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100_000_000
+DEFAULT_TRAINING_POINTS = 300  # the original's point-cloud input, for models that do not say
 
 
 class ModelHeaderError(ValueError):
@@ -63,3 +64,16 @@ def read_model_header(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise BadMetadataError(f"the metadata must be a JSON object, got {type(meta).__name__}")
     return meta
+
+
+def point_budget(meta: dict[str, Any]) -> int | None:
+    """How many observed points a point-cloud model takes: its fixed training size (older models,
+    given a subsample of that size), or None for models trained on clouds of any density, which
+    take every point. Both sides ask: the engine subsamples, the add-on's panel says so."""
+    training = meta.get("training")
+    data = training.get("data") if isinstance(training, dict) else None
+    data = data if isinstance(data, dict) else {}
+    n, n_max = data.get("n_points"), data.get("n_points_max")
+    if isinstance(n_max, int) and n_max > 0:
+        return None
+    return n if isinstance(n, int) and n > 0 else DEFAULT_TRAINING_POINTS

@@ -64,6 +64,12 @@ def engine_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_config() -> dict[str, Any]:
+    """The tiny model's size settings, to build configs around."""
+    return dict(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
 def tiny_model() -> Callable[..., OccupancyNetwork]:
     """``tiny_model(seed, **config)``: a tiny randomised model (see ``randomised_model``)."""
     return randomised_model

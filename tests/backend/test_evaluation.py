@@ -162,9 +162,35 @@ def test_the_evaluate_command_prints_tables_and_writes_json(
         assert "input_voxels_mean" not in result
 
 
+@pytest.mark.parametrize(("points", "noise", "views"), [(5000, 0.0, 0), (2000, 0.0, 1), (300, 0.01, 0)])
+def test_observations_follow_points_noise_and_views(
+    engine_weights: Path, tmp_path: Path, points: int, noise: float, views: int
+) -> None:
+    from backend.engine.reconstruct import Reconstructor
+    from backend.evaluation import EvalSettings, test_cases
+
+    settings = EvalSettings(n=1, surface_points=20000, iou_points=1000, data_dir=tmp_path)
+    settings.points, settings.noise, settings.views = points, noise, views
+    _, meta = Reconstructor("cpu", weights_dir=engine_weights).load("points")
+    (case,) = test_cases("pointcloud", meta, settings, progress=False)
+    observed = case.observation.points
+    assert observed is not None and observed.shape == (points, 3)
+    distance = case.tree.query(observed)[0]
+    if noise == 0:
+        assert np.median(distance) < 0.006  # on the surface, within the spacing of its 20k samples
+    else:
+        assert 0.005 < np.median(distance) < 0.02
+    if views:  # one viewpoint sees one side: far from all of the surface
+        seen = np.zeros(len(case.surface), bool)
+        seen[case.tree.query(observed)[1]] = True
+        assert seen.mean() < 0.6
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--views", "40"], "views must be 0 (the whole surface) to 16"),
+        (["--points", "0"], "points must be 1 to 10,000,000"),
         (["--resolution", "48"], "resolution must be one of 32, 64, 128, 256, 512, got 48"),
         (["--n", "0"], "n must be a positive integer, got 0"),
         (["--tau", "1.5"], "tau must lie strictly between 0 and 1"),

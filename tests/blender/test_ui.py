@@ -88,6 +88,20 @@ def test_panel_says_what_it_will_use(addon: ModuleType) -> None:
     shown = draw(panels.OCC_PT_reconstruct)
     assert "Point cloud: 3,000 points" in shown["labels"]
     assert "Model: pointcloud (point cloud)" in shown["labels"]
+    # how many points the model gets follows from the model file: all, or its training size
+    shipped = (
+        addon.model_files.shipped_weights_dir(Path(addon.backend_link.backend_root()))
+        / "pointcloud.safetensors"
+    )
+    budget = addon.backend_link.load_protocol().point_budget(
+        addon.backend_link.load_protocol().read_model_header(shipped)
+    )
+    expected = (
+        "Uses all 3,000 points"
+        if budget is None or budget >= 3000
+        else f"Uses {budget:,} (its training size)"
+    )
+    assert expected in shown["labels"]
     assert "Backend not started (starts on first use)" in shown["labels"]
     assert {"input_mode", "model", "resolution", "refine", "simplify", "threshold"} <= set(shown["props"])
     # the button carries the panel's settings to the operator

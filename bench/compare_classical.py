@@ -1,0 +1,118 @@
+"""A point-cloud model side by side with Screened Poisson and Ball Pivoting, on the same inputs.
+
+Each held-out shape is observed once (``backend evaluate``'s observations: --points, --noise,
+--views for a partial scan), and the model (through the engine, as the CLI runs it) and the
+classical methods (``bench/classical.py``, Open3D) reconstruct it from exactly those points. All
+meshes are scored by ``backend.evaluation.score`` (IoU by ray parity, Chamfer-L1, normal
+consistency, F-score at 1%). Ball Pivoting leaves open meshes, whose IoU by ray parity is only
+indicative.
+
+    python bench/compare_classical.py pointcloud --n 100 --points 3000
+    python bench/compare_classical.py pointcloud --points 10000 --views 3
+    python bench/compare_classical.py pointcloud --source .data/unfamiliar/prepared --points 30000
+
+Needs the bench extra (`pip install -e .[bench]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from backend.allocator import ensure_fast_allocator  # noqa: E402
+
+ensure_fast_allocator(sys.argv)
+
+from classical import METHODS, available  # noqa: E402
+
+from backend.engine.reconstruct import Reconstructor  # noqa: E402
+from backend.engine.types import ReconstructOptions  # noqa: E402
+from backend.evaluation import METRICS, EvalSettings, score, test_cases  # noqa: E402
+
+SHOWN = ("iou", "chamfer_l1", "normal_consistency", "fscore")
+
+
+def compare(model: str, settings: EvalSettings, methods: list[str], progress: bool = True) -> dict:
+    """Per method: mean metrics and mean seconds per shape, plus the per-shape rows."""
+    engine = Reconstructor("cpu")
+    _, meta = engine.load(model)
+    options = ReconstructOptions(resolution=settings.resolution, keep_field=False)
+    rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for case in test_cases(meta.kind, meta, settings, progress):
+        points = case.observation.points
+        assert points is not None
+        for method in methods:
+            t0 = time.perf_counter()
+            if method == "model":
+                mesh = engine.reconstruct(model, case.observation, options)
+                vertices, faces = mesh.vertices, mesh.faces
+            else:
+                vertices, faces = METHODS[method](points)
+            seconds = time.perf_counter() - t0
+            rows[method].append({**score(case, vertices, faces, settings), "seconds": seconds})
+    keys = (*METRICS, "seconds")
+    return {
+        "model": model,
+        "settings": {k: str(v) for k, v in vars(settings).items()},
+        "mean": {m: {k: float(np.mean([r[k] for r in rs])) for k in keys} for m, rs in rows.items() if rs},
+        "shapes": rows,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a shipped point-cloud model's name or a .safetensors file")
+    p.add_argument("--n", type=int, default=100, help="shapes (default 100)")
+    p.add_argument("--points", type=int, default=3000, help="observed points (default 3000)")
+    p.add_argument("--noise", type=float, default=0.005, help="noise std, of the box (default 0.005)")
+    p.add_argument("--views", type=int, default=0, help="partial scan from this many viewpoints (0: all)")
+    p.add_argument("--resolution", type=int, default=128, help="the model's extraction grid (default 128)")
+    p.add_argument("--surface-points", type=int, default=100_000, help="ground-truth and mesh samples")
+    p.add_argument("--iou-points", type=int, default=100_000, help="uniform points for IoU")
+    p.add_argument("--source", default="procedural", help="'procedural' or a prepared mesh folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--methods", default="model,poisson,ball_pivoting", help="comma-separated")
+    p.add_argument("--data-dir", type=Path, default=Path(".data"))
+    p.add_argument("--json", type=Path, help="write everything to this file")
+    args = p.parse_args()
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m != "model" and m not in METHODS]
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; known: model, {', '.join(METHODS)}")
+    if any(m in METHODS for m in methods) and not available():
+        p.error("Open3D is not installed: pip install -e .[bench] (it also needs libusb-1.0)")
+    settings = EvalSettings(
+        split=args.split,
+        n=args.n,
+        resolution=args.resolution,
+        source=args.source,
+        data_dir=args.data_dir,
+        points=args.points,
+        noise=args.noise,
+        views=args.views,
+        surface_points=args.surface_points,
+        iou_points=args.iou_points,
+    )
+    settings.check()
+    result = compare(args.model, settings, methods)
+    print(f"{args.n} shapes, {args.points} points, noise {args.noise}, views {args.views}, {args.source}")
+    print(f"{'method':>14}  " + "  ".join(f"{k:>18}" for k in (*SHOWN, "seconds")))
+    for method, mean in result["mean"].items():
+        print(f"{method:>14}  " + "  ".join(f"{mean[k]:>18.4f}" for k in (*SHOWN, "seconds")))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
