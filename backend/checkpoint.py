@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ConfigError, ModelConfig, _build
 from .models import OccupancyNetwork, build_model
+from .wire.constants import Kind
 from .wire.model_header import (
     FORMAT,
     FORMAT_VERSION,
@@ -40,7 +41,7 @@ class CheckpointError(ValueError):
 @dataclass
 class ModelMeta:
     name: str
-    kind: str
+    kind: Kind  # checked against the config's when read
     tau: float
     config: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -10,12 +10,10 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .wire.constants import MODEL_KINDS as KINDS
-from .wire.constants import VOXEL_RES
-
-Kind = Literal["pointcloud", "voxels", "image", "unconditional"]
+from .wire.constants import VOXEL_RES, Kind
 
 
 class ConfigError(ValueError):
@@ -24,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    kind: str = "pointcloud"
+    kind: Kind = "pointcloud"
     decoder: str = "cbatchnorm"  # "cbatchnorm" (conditional tasks) or "simple" (VAE)
     hidden: int = 128  # decoder width
     n_blocks: int = 5  # decoder ResNet blocks

@@ -45,7 +45,7 @@ from .data.dataset import ShapePool
 from .data.generate import SPLITS, build_split
 from .engine.extract import check_tau
 from .engine.grid import check_resolution
-from .engine.reconstruct import Reconstructor
+from .engine.reconstructor import Reconstructor
 from .engine.types import InputError, MeshResult, Observation, ReconstructOptions
 
 DEFAULT_POINTS, DEFAULT_NOISE = 300, 0.005  # the original's point-cloud setting

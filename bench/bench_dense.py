@@ -66,7 +66,7 @@ def run_case(weights: str, n: int, resolution: int, repeats: int, poisson: bool)
     from backend.allocator import ensure_fast_allocator
 
     ensure_fast_allocator(sys.argv)
-    from backend.engine.reconstruct import Reconstructor
+    from backend.engine.reconstructor import Reconstructor
     from backend.engine.types import Observation, ReconstructOptions
 
     cloud = make_cloud()

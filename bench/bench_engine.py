@@ -52,8 +52,8 @@ from backend.engine.grid import Grid  # noqa: E402
 from backend.engine.inputs import read_observation  # noqa: E402
 from backend.engine.lattice import LatticeValues  # noqa: E402
 from backend.engine.marching import march_dense  # noqa: E402
-from backend.engine.observation import Frame  # noqa: E402
-from backend.engine.reconstruct import Reconstructor  # noqa: E402
+from backend.engine.observation import UserFrame  # noqa: E402
+from backend.engine.reconstructor import Reconstructor  # noqa: E402
 from backend.engine.types import MeshResult, Observation, ReconstructOptions  # noqa: E402
 from backend.models import build_model  # noqa: E402
 
@@ -87,7 +87,7 @@ def matmul_gflops(hidden: int, rows: int = 8192, seconds: float = 1.0) -> float:
     return n * 2 * rows * hidden * hidden / (time.perf_counter() - t) / 1e9
 
 
-def chair_logits(unit_points: torch.Tensor, frame: Frame, sharpness: float = 60.0) -> torch.Tensor:
+def chair_logits(unit_points: torch.Tensor, frame: UserFrame, sharpness: float = 60.0) -> torch.Tensor:
     """Logits of the example chair (positive inside), at points of the normalised frame."""
     sys.path.insert(0, str(REPO / "examples"))
     from make_examples import CHAIR, OFFSET
@@ -107,7 +107,7 @@ def chair_logits(unit_points: torch.Tensor, frame: Frame, sharpness: float = 60.
 class SurrogateField(NetworkField):
     """The network's cost per point, an analytic chair's surface."""
 
-    def __init__(self, network: NetworkField, frame: Frame) -> None:
+    def __init__(self, network: NetworkField, frame: UserFrame) -> None:
         super().__init__(network.model, network.c, network.z, obs=network.obs)
         self.frame = frame
 
@@ -193,7 +193,7 @@ def bench_throughput(net: NetworkField, cfg: ModelConfig, quick: bool) -> None:
     net.chunk = plain.chunk = 8192
 
 
-def bench_mise_vs_dense(field: Field, frame: Frame, tau: float, label: str) -> None:
+def bench_mise_vs_dense(field: Field, frame: UserFrame, tau: float, label: str) -> None:
     section(f"MISE vs dense 129^3 on {label}")
     grid = Grid(128)
     values = LatticeValues(129)

@@ -150,7 +150,7 @@ def main() -> int:
         print(f"mesh                   {n_faces} faces at resolution {resolution} ({mib:.2f} MiB of arrays)")
 
         # -- extract: in-process vs over the pipe ---------------------------------------------------------
-        from backend.engine.reconstruct import Reconstructor
+        from backend.engine.reconstructor import Reconstructor
         from backend.engine.types import Observation, ReconstructOptions
 
         engine = Reconstructor(device="cpu", weights_dir=str(weights))

@@ -34,7 +34,7 @@ ensure_fast_allocator(sys.argv)
 
 from classical import METHODS, available  # noqa: E402
 
-from backend.engine.reconstruct import Reconstructor  # noqa: E402
+from backend.engine.reconstructor import Reconstructor  # noqa: E402
 from backend.engine.types import ReconstructOptions  # noqa: E402
 from backend.evaluation import METRICS, EvalSettings, score, test_cases  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Where a reconstruction from an image goes in the scene (numpy only, no bpy).
 
-The image model returns its mesh in its camera frame (backend/data/render.py): the camera sits at
+The image model returns its mesh in its camera frame (backend/wire/constants.py): the camera sits at
 (0, 0, CAMERA_DISTANCE) and looks down -z, x to the right and y up, and the object fills a unit cube
 around the origin. An image empty shows its picture in its local xy plane, seen from +z, which is
 the same convention. So the mesh goes into the empty's local frame scaled so that the camera's view
@@ -14,9 +14,10 @@ import math
 
 import numpy as np
 
-# The image model's camera (backend/data/render.py; a test checks that they agree).
-CAMERA_DISTANCE = 2.0
-FOV_DEGREES = 40.0
+from .backend_link import load_protocol
+
+CAMERA_DISTANCE = load_protocol().CAMERA_DISTANCE  # the image models' camera, one definition for both sides
+FOV_DEGREES = load_protocol().FOV_DEGREES
 # Half the side of the cube the backend extracts in: the unit cube plus its padding
 # (backend/engine/grid.py). Moving the mesh forward by this much keeps all of it in front.
 HALF_BOX = 0.55

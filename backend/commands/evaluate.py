@@ -115,7 +115,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.reconstruct import Reconstructor
+    from ..engine.reconstructor import Reconstructor
     from ..engine.types import InputError
     from ..evaluation import EvalSettings, evaluate
 

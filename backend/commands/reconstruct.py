@@ -85,7 +85,7 @@ class ProgressBar:
 def run_engine(args: argparse.Namespace, call: Callable[[Any, ProgressBar], MeshResult]) -> int:
     """Build the engine, run ``call(engine, progress)``, write the mesh and report; 2 on bad input."""
     from ..engine.meshio import check_output_path, write_mesh
-    from ..engine.reconstruct import Reconstructor
+    from ..engine.reconstructor import Reconstructor
 
     progress = ProgressBar(sys.stderr.isatty())
     try:

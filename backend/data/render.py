@@ -14,8 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-CAMERA_DISTANCE = 2.0
-FOV_DEGREES = 40.0  # vertical = horizontal field of view (square images)
+from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
 
 SdfFn = Callable[[torch.Tensor], torch.Tensor]  # (S, M, 3) -> (S, M)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .render import CAMERA_DISTANCE
+from ..wire.constants import CAMERA_DISTANCE
 from .shapes import Frame, ShapeSet
 
 _CAMERA = torch.tensor([0.0, 0.0, CAMERA_DISTANCE])

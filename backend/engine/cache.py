@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .field import Field
 from .grid import Grid
 from .lattice import LatticeValues
-from .observation import Frame
+from .observation import UserFrame
 from .types import FieldGoneError, ReconstructOptions
 
 
@@ -26,7 +26,7 @@ class CachedField:
     field: Field
     values: LatticeValues
     grid: Grid
-    frame: Frame
+    frame: UserFrame
     options: ReconstructOptions
     model: str  # the model's name or path, for logs
     warnings: list[str] = dataclasses.field(default_factory=list)  # from preparing the observation

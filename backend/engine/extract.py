@@ -16,7 +16,7 @@ from .grid import Grid
 from .lattice import LatticeValues
 from .marching import march_surface_cells
 from .mise import find_surface_cells
-from .observation import Frame
+from .observation import UserFrame
 from .postprocess import refine_mesh, simplify_mesh, vertex_normals
 from .types import CancelFn, InputError, MeshResult, ProgressFn, ReconstructOptions
 
@@ -65,7 +65,7 @@ def extract_mesh(
     field: Field,
     values: LatticeValues,
     grid: Grid,
-    frame: Frame,
+    frame: UserFrame,
     tau: float,
     options: ReconstructOptions,
     progress: ProgressFn | None = None,

@@ -16,9 +16,7 @@ import torch
 from ..models import OccupancyNetwork
 from ..models.onet import Evidence, ModelInputError
 from .fold import FoldedDecoder, fold_decoder
-from .types import CancelFn, Cancelled
-
-FractionFn = Callable[[float], None]
+from .types import CancelFn, Cancelled, FractionFn
 
 CPU_CHUNK = 8192  # best throughput here: the activations of a chunk stay in cache
 CUDA_CHUNK = 262144

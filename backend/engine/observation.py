@@ -2,7 +2,7 @@
 
 The models were trained on objects centred on the origin and scaled so that the longest
 side of their bounding box is 1 (as in the original ONet data). Each observation is
-mapped into that frame, and the ``Frame`` it returns maps the extracted mesh back, so the
+mapped into that frame, and the ``UserFrame`` it returns maps the extracted mesh back, so the
 result lands where the input was.
 
 - Points: bounding-box centre to the origin, longest side to 1. Non-finite points are
@@ -34,15 +34,15 @@ MAX_CLOUD_POINTS = 20_000_000  # ~1.4 GB of float64 coordinates while a cloud is
 
 
 @dataclass(frozen=True)
-class Frame:
+class UserFrame:
     """user = center + scale * unit (a uniform scale, so normals are unchanged)."""
 
     center: np.ndarray  # (3,) float64
     scale: float
 
     @staticmethod
-    def identity() -> Frame:
-        return Frame(np.zeros(3), 1.0)
+    def identity() -> UserFrame:
+        return UserFrame(np.zeros(3), 1.0)
 
     def to_user(self, unit: np.ndarray) -> np.ndarray:
         return (np.asarray(unit, np.float64) * self.scale + self.center).astype(np.float32)
@@ -56,7 +56,7 @@ class Prepared:
     """A model input (batch of one) and the frame that maps the result back."""
 
     inputs: torch.Tensor | None
-    frame: Frame
+    frame: UserFrame
     warnings: list[str]
 
 
@@ -112,7 +112,7 @@ def prepare_points(points: object, max_points: int | None, seed: int = 0) -> Pre
         rng = np.random.default_rng(seed)
         arr = arr[np.sort(rng.choice(len(arr), max_points, replace=False))]
         warnings.append(f"used {max_points} of the points (the model was trained on {max_points})")
-    frame = Frame(center, extent)
+    frame = UserFrame(center, extent)
     unit = frame.to_unit(arr)
     return Prepared(torch.from_numpy(unit)[None], frame, warnings)
 
@@ -158,7 +158,7 @@ def prepare_voxels(voxels: object, bounds: object | None = None) -> Prepared:
         side = float((b[1] - b[0]).max())
     if not np.isfinite(side):
         raise InputError("the bounds are too large (their extent overflows)")
-    frame = Frame(center, side)
+    frame = UserFrame(center, side)
     shape = np.array(occ.shape)
     if occ.shape == (VOXEL_RES,) * 3 and np.allclose(b[1] - b[0], side):
         grid = occ  # already the model's grid: no resampling
@@ -167,7 +167,7 @@ def prepare_voxels(voxels: object, bounds: object | None = None) -> Prepared:
     return Prepared(torch.from_numpy(grid.astype(np.float32))[None], frame, warnings)
 
 
-def _resample(occ: np.ndarray, bounds: np.ndarray, frame: Frame, shape: np.ndarray) -> np.ndarray:
+def _resample(occ: np.ndarray, bounds: np.ndarray, frame: UserFrame, shape: np.ndarray) -> np.ndarray:
     """Any-of-sub-samples resampling of ``occ`` (over ``bounds``) onto the 32^3 unit grid."""
     # enough sub-samples per target voxel that none of the input voxels it covers is skipped
     voxel_unit = (bounds[1] - bounds[0]) / shape / frame.scale  # input voxel size in the unit frame
@@ -217,7 +217,7 @@ def prepare_image(image: object, size: int) -> Prepared:
     if side != size:
         pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     out = np.asarray(pil, np.float32) / 255.0
-    return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], Frame.identity(), [])
+    return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], UserFrame.identity(), [])
 
 
 def observation_kind(observation: Observation) -> str:

@@ -12,9 +12,7 @@ import numpy as np
 import torch
 
 from .field import Field
-from .types import CancelFn, Cancelled
-
-FractionFn = Callable[[float], None]
+from .types import CancelFn, Cancelled, FractionFn
 
 SIMPLIFY_AGGRESSIVENESS = 5.0  # the original's setting for the same quadric decimation
 REFINE_LR = 1e-4

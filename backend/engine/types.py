@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-Kind = Literal["pointcloud", "voxels", "image", "unconditional"]
+from ..wire.constants import Kind
 
 # progress(stage, fraction in [0, 1]); stages: "encode", "evaluate", "marching_cubes", "simplify", "refine",
 # "normals" (in that order; only the stages that run are reported)
 ProgressFn = Callable[[str, float], None]
 # cancel() -> True when the caller wants the work to stop; polled between chunks of work
 CancelFn = Callable[[], bool]
+FractionFn = Callable[[float], None]  # progress of one stage, 0 to 1
 
 
 class InputError(ValueError):
@@ -85,6 +85,6 @@ class ModelInfo:
     """A model the engine can use: a shipped name or a checkpoint file."""
 
     name: str
-    kind: str  # one of Kind
+    kind: Kind
     tau: float  # the model's threshold (cross-validated on held-out shapes)
     path: str

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.render import CAMERA_DISTANCE, FOV_DEGREES
+from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
 from .encoders import GRID_HALF
 from .patches import PatchFeatures, PointEvidence
 
@@ -84,8 +84,8 @@ class VoxelFeatures(nn.Module):
 def project(p: torch.Tensor) -> torch.Tensor:
     """Points in the image model's camera-aligned frame (B, M, 3) -> grid_sample coordinates (B, M, 2).
 
-    The camera of ``data/render.py`` sits at (0, 0, CAMERA_DISTANCE) looking down -z, x right, y up;
-    grid_sample's x runs left to right and its y top to bottom, both over [-1, 1].
+    The image models' camera (``wire/constants.py``) sits at (0, 0, CAMERA_DISTANCE) looking down
+    -z, x right, y up; grid_sample's x runs left to right and its y top to bottom, over [-1, 1].
     """
     half = math.tan(math.radians(FOV_DEGREES) / 2)
     depth = (CAMERA_DISTANCE - p[..., 2:3]).clamp(min=0.1)

@@ -72,7 +72,7 @@ BEFORE_HELLO = frozenset({"hello", "shutdown"})  # the messages accepted before 
 
 
 class Engine(Protocol):
-    """What the server needs from ``backend.engine.reconstruct.Reconstructor``."""
+    """What the server needs from ``backend.engine.reconstructor.Reconstructor``."""
 
     def models(self) -> Sequence[ModelInfo]: ...
 
@@ -124,7 +124,7 @@ def reconstructor_loader(
     """
 
     def load() -> Engine:
-        from ..engine.reconstruct import DEFAULT_CACHE_BYTES, Reconstructor, resolve_device
+        from ..engine.reconstructor import DEFAULT_CACHE_BYTES, Reconstructor, resolve_device
 
         resolved = resolve_device(device)
         if half and resolved.type != "cuda":

@@ -12,7 +12,15 @@ numpy only, relative imports within the package, nothing from torch or the rest 
 """
 
 from .client import BackendError, BackendProcess, Pending, ProgressCallback
-from .constants import MODEL_KINDS, RESOLUTIONS, THRESHOLD_MAX, THRESHOLD_MIN, VOXEL_RES
+from .constants import (
+    CAMERA_DISTANCE,
+    FOV_DEGREES,
+    MODEL_KINDS,
+    RESOLUTIONS,
+    THRESHOLD_MAX,
+    THRESHOLD_MIN,
+    VOXEL_RES,
+)
 from .frames import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DTYPES,
@@ -61,6 +69,8 @@ from .schemas import (
 )
 
 __all__ = [
+    "CAMERA_DISTANCE",
+    "FOV_DEGREES",
     "BACKEND_EXITED",
     "BACKEND_MESSAGES",
     "BAD_ARRAY",

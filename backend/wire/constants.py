@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-MODEL_KINDS: tuple[str, ...] = ("pointcloud", "voxels", "image", "unconditional")
+from typing import Literal, get_args
+
+Kind = Literal["pointcloud", "voxels", "image", "unconditional"]  # what a model takes as input
+MODEL_KINDS: tuple[str, ...] = get_args(Kind)
 VOXEL_RES = 32  # the voxel models' input grid per axis (the voxel CNN reduces 32^3 to 2^3)
 RESOLUTIONS: tuple[int, ...] = (32, 64, 128, 256, 512)  # extraction grids: the base grid, then doublings
 # The thresholds the add-on offers; the backend itself takes any value strictly between 0 and 1.
 THRESHOLD_MIN = 0.001
 THRESHOLD_MAX = 0.999
+# The image models' camera, which the renderer, the models' projection and the add-on's placement
+# of results all follow: at (0, 0, CAMERA_DISTANCE) looking down -z, x right, y up, square images
+# with this field of view; the object fills the unit cube around the origin.
+CAMERA_DISTANCE = 2.0
+FOV_DEGREES = 40.0

@@ -17,7 +17,7 @@ from backend.engine.field import FunctionField
 from backend.engine.grid import Grid, check_resolution
 from backend.engine.lattice import LatticeValues
 from backend.engine.marching import march_dense
-from backend.engine.observation import Frame
+from backend.engine.observation import UserFrame
 from backend.engine.types import InputError, MeshResult, ReconstructOptions
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
@@ -44,7 +44,7 @@ def extract(
 ) -> tuple[MeshResult, LatticeValues]:
     grid = Grid(resolution)
     values = values if values is not None else LatticeValues(resolution + 1)
-    result = extract_mesh(FunctionField(fn), values, grid, Frame.identity(), tau, ReconstructOptions())
+    result = extract_mesh(FunctionField(fn), values, grid, UserFrame.identity(), tau, ReconstructOptions())
     return result, values
 
 

@@ -18,7 +18,7 @@ from backend.engine.binvox import read_binvox
 from backend.engine.inputs import read_observation
 from backend.engine.meshio import write_mesh
 from backend.engine.observation import observation_kind
-from backend.engine.reconstruct import Reconstructor
+from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from backend.engine.field import NetworkField
-from backend.engine.reconstruct import Reconstructor
+from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import Cancelled, InputError, MeshResult, Observation, ReconstructOptions
 
 RES = 32  # small grids keep these tests fast

@@ -20,7 +20,7 @@ from backend.engine.extract import extract_mesh
 from backend.engine.field import FunctionField
 from backend.engine.grid import Grid
 from backend.engine.lattice import LatticeValues
-from backend.engine.observation import Frame
+from backend.engine.observation import UserFrame
 from backend.engine.types import ReconstructOptions
 from backend.evaluation import (
     EMPTY,
@@ -110,7 +110,7 @@ def test_an_exact_mesh_scores_near_perfect_in_the_prediction_frame(pool: ShapePo
     shape = pool.shapes.select(idx)
     field = FunctionField(lambda p: -200.0 * shape.sdf(p[None], frame)[0])  # logits: positive inside
     mesh = extract_mesh(
-        field, LatticeValues(129), Grid(128), Frame.identity(), 0.5, ReconstructOptions(resolution=128)
+        field, LatticeValues(129), Grid(128), UserFrame.identity(), 0.5, ReconstructOptions(resolution=128)
     )
     pts, occ = pool.uniform_labelled(idx, 20000, 0.1, torch.Generator().manual_seed(0), views)
     gt_points, gt_normals = _ground_truth_surface(pool, 0, kind)
@@ -166,7 +166,7 @@ def test_the_evaluate_command_prints_tables_and_writes_json(
 def test_observations_follow_points_noise_and_views(
     engine_weights: Path, tmp_path: Path, points: int, noise: float, views: int
 ) -> None:
-    from backend.engine.reconstruct import Reconstructor
+    from backend.engine.reconstructor import Reconstructor
     from backend.evaluation import EvalSettings, test_cases
 
     settings = EvalSettings(n=1, surface_points=20000, iou_points=1000, data_dir=tmp_path)

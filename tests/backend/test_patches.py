@@ -15,7 +15,7 @@ from backend.checkpoint import ModelMeta, save_weights
 from backend.config import ConfigError, config_from_dict
 from backend.engine import observation
 from backend.engine.field import NetworkField
-from backend.engine.reconstruct import Reconstructor
+from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
 from backend.models import OccupancyNetwork, build_model, encoders
 from backend.models.patches import NeighbourIndex, PatchFeatures, PointEvidence

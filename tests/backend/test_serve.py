@@ -647,7 +647,7 @@ def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_
     """
     import threading
 
-    from backend.engine.reconstruct import Reconstructor
+    from backend.engine.reconstructor import Reconstructor
     from backend.serving.server import EXIT_OK, Server
 
     class FaultyEngine(Reconstructor):

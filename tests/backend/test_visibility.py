@@ -13,8 +13,8 @@ import torch
 from backend.config import DataConfig
 from backend.data.dataset import ShapePool
 from backend.data.generate import build_split
-from backend.data.render import CAMERA_DISTANCE
 from backend.data.visibility import HIDDEN, IN_FRONT, OUTSIDE_SILHOUETTE, classify
+from backend.wire.constants import CAMERA_DISTANCE
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = DataConfig(surface_points=400, image_size=64, views=1, query_points=64, n_points=50)

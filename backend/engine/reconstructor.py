@@ -27,8 +27,8 @@ from .grid import Grid, check_resolution
 from .lattice import LatticeValues
 from .marching import triangle_counts
 from .observation import (
-    Frame,
     Prepared,
+    UserFrame,
     observation_kind,
     prepare_image,
     prepare_points,
@@ -193,7 +193,7 @@ class Reconstructor:
             z = net.sample_z(1, generator=torch.Generator().manual_seed(seed))
             c = net.encode(None, batch_size=1)
         field = NetworkField(net, c, z, half=self.half)
-        prepared = Prepared(None, Frame.identity(), [])
+        prepared = Prepared(None, UserFrame.identity(), [])
         encode_time = time.perf_counter() - t0
         return self._first_extraction(
             field, grid, prepared, meta, model, tau_opt, options, encode_time, progress, cancel
