@@ -47,6 +47,7 @@ from .engine.extract import check_tau
 from .engine.grid import check_resolution
 from .engine.reconstructor import Reconstructor
 from .engine.types import InputError, MeshResult, Observation, ReconstructOptions
+from .kinds import kind as input_kind
 
 DEFAULT_POINTS, DEFAULT_NOISE = 300, 0.005  # the original's point-cloud setting
 PADDING = 0.1
@@ -334,23 +335,10 @@ def _stream(seed: int, shape: int, purpose: int) -> int:
     return (seed * 1_000_003 + shape) * 4 + purpose
 
 
-def _observation(pool: ShapePool, kind: str, i: int, cfg: DataConfig, scan_views: int = 0) -> Observation:
-    if kind == "voxels":
-        return Observation(voxels=pool.voxels[i].numpy())
-    if kind == "image":
-        return Observation(image=pool.images[i, 0].numpy())
-    gen = torch.Generator().manual_seed(_stream(cfg.seed, i, 0))
-    if scan_views > 0:
-        return Observation(points=pool.scan(i, cfg, gen, scan_views))
-    points = pool.observe("pointcloud", torch.tensor([i]), cfg, gen, None)
-    assert points is not None
-    return Observation(points=points[0].numpy())
-
-
 def _ground_truth_surface(pool: ShapePool, i: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
     idx = torch.tensor([i])
     points, normals = pool.surface[idx].float(), pool.normals[idx].float()
-    if kind == "image":  # into the camera frame of view 0
+    if input_kind(kind).viewed:  # into the camera frame of view 0
         views = torch.zeros(1, dtype=torch.long)
         points = pool.to_frame(points, idx, views)
         normals = torch.einsum("bij,bmj->bmi", pool.view_rot[idx, views], normals)
@@ -383,6 +371,7 @@ def test_cases(
     from tqdm import tqdm
 
     cfg = observation_config(meta, settings)
+    spec = input_kind(kind)
     root = settings.data_dir / "procedural"
     try:
         pool = ShapePool(build_split(cfg, settings.split, settings.n, root))
@@ -391,14 +380,15 @@ def test_cases(
         raise InputError(str(e)) from None
     for i in tqdm(range(min(settings.n, len(pool))), desc=f"evaluate {meta.name}", disable=not progress):
         idx = torch.tensor([i])
-        views = torch.zeros(1, dtype=torch.long) if kind == "image" else None
+        views = torch.zeros(1, dtype=torch.long) if spec.viewed else None
         gen = torch.Generator().manual_seed(_stream(settings.seed, i, 1))
+        observe_gen = torch.Generator().manual_seed(_stream(settings.seed, i, 0))
         pts_t, occ_t = pool.uniform_labelled(idx, settings.iou_points, PADDING, gen, views)
         gt_points, gt_normals = _ground_truth_surface(pool, i, kind)
         yield TestCase(
             index=i,
             name=pool.names[i] if pool.names is not None else f"{settings.split}-{i}",
-            observation=_observation(pool, kind, i, cfg, settings.views),
+            observation=spec.test_observation(pool, i, cfg, observe_gen, settings.views),
             iou_points=pts_t[0].numpy().astype(np.float64),
             iou_gt=occ_t[0].numpy() > 0.5,
             surface=gt_points,

@@ -133,14 +133,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..engine.inputs import read_observation
-    from ..engine.observation import observation_kind
+    from ..kinds import observed_kind
 
     def call(engine: Any, progress: ProgressBar) -> MeshResult:
         if args.output.resolve() == args.input.resolve():
             raise InputError("the output would overwrite the input; choose another output file")
         bounds = None if args.bounds is None else np.array(args.bounds, np.float64).reshape(2, 3)
         observation = read_observation(args.input, bounds)
-        model = args.model or default_model(engine, observation_kind(observation))
+        model = args.model or default_model(engine, observed_kind(observation).name)
         return engine.reconstruct(model, observation, options_from(args), progress=progress)
 
     return run_engine(args, call)

@@ -20,14 +20,9 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from .augment import (
-    apply_to_grids,
-    apply_to_images,
-    apply_to_points,
-    random_square_symmetries,
-    random_symmetries,
-)
-from .scans import candidates, draw_count, simulate_scans
+from ..kinds import kind as input_kind
+from .augment import apply_to_points
+from .scans import candidates
 from .shapes import Frame, ShapeSet
 
 OBSERVATION_KEYS = ("surface", "normals", "voxels", "images", "view_rot", "view_center", "view_scale")
@@ -158,7 +153,7 @@ class ShapePool:
 
     def check_kind(self, kind: str) -> None:
         """DataError unless this split can feed a model of ``kind``."""
-        if kind == "image" and self.images.shape[1] == 0:
+        if input_kind(kind).viewed and self.images.shape[1] == 0:
             raise DataError(
                 "this split has no rendered views, so it cannot train or test an image model "
                 "(mesh datasets have none: image models use procedural data)"
@@ -167,24 +162,11 @@ class ShapePool:
     def observe(
         self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator, views: torch.Tensor | None
     ) -> torch.Tensor | None:
-        """The model input for shapes ``idx``."""
+        """The model input for shapes ``idx`` (``backend.kinds``: each kind observes its own way)."""
         self.check_kind(kind)
-        if kind == "pointcloud" and scans_vary(cfg):
-            n = draw_count(cfg, gen)
-            return simulate_scans(*self._oriented_surface(idx, n, gen), n, cfg, gen)
-        if kind == "pointcloud":
-            k = self.surface.shape[1]
-            pick = torch.randint(k, (len(idx), cfg.n_points), generator=gen)
-            pts = self.surface[idx[:, None], pick].float()
-            return pts + cfg.noise * torch.randn(pts.shape, generator=gen)
-        if kind == "voxels":
-            return self.voxels[idx].float()
-        if kind == "image":
-            assert views is not None
-            return self.images[idx, views].permute(0, 3, 1, 2).float() / 255.0
-        return None
+        return input_kind(kind).observe(self, idx, cfg, gen, views)
 
-    def _oriented_surface(
+    def oriented_surface(
         self, idx: torch.Tensor, n: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random run of the stored surface samples of shapes ``idx``, enough to draw n points
@@ -196,11 +178,6 @@ class ShapePool:
         normals = self.normals[idx, run].float()
         return self.surface[idx, run].float(), normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-6)
 
-    def scan(self, i: int, cfg: DataConfig, gen: torch.Generator, views: int) -> np.ndarray:
-        """(n_points, 3) points of shape ``i`` as a partial scan from ``views`` viewpoints, with cfg.noise."""
-        surface, normals = self._oriented_surface(torch.tensor([i]), cfg.n_points, gen)
-        return simulate_scans(surface, normals, cfg.n_points, cfg, gen, fixed_views=views)[0].numpy()
-
     def batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
         """Observation + labelled query points for shapes ``idx``, augmented if ``cfg.augment``.
 
@@ -210,20 +187,15 @@ class ShapePool:
         batch = self._batch(kind, idx, cfg, gen)
         if not cfg.augment:
             return batch
-        draw = random_square_symmetries if kind == "image" else random_symmetries
-        perm, sign = draw(len(idx), gen)
-        inputs = batch.inputs
-        if kind == "pointcloud" and inputs is not None:
-            inputs = apply_to_points(inputs, perm, sign)
-        elif kind == "voxels" and inputs is not None:
-            inputs = apply_to_grids(inputs, perm, sign)
-        elif kind == "image" and inputs is not None:
-            inputs = apply_to_images(inputs, perm, sign)
+        spec = input_kind(kind)
+        perm, sign = spec.symmetries(len(idx), gen)
+        inputs = None if batch.inputs is None else spec.augment(batch.inputs, perm, sign)
         return Batch(inputs, apply_to_points(batch.points, perm, sign), batch.occ)
 
     def _batch(self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> Batch:
         self.check_kind(kind)
-        views = torch.randint(self.images.shape[1], (len(idx),), generator=gen) if kind == "image" else None
+        viewed = input_kind(kind).viewed
+        views = torch.randint(self.images.shape[1], (len(idx),), generator=gen) if viewed else None
         inputs = self.observe(kind, idx, cfg, gen, views)
         b, m = len(idx), cfg.query_points
         n_near = int(round(m * cfg.near_surface_ratio))
@@ -255,17 +227,6 @@ class ShapePool:
         return pts, self._occupancy(pts, idx, views)
 
 
-def scans_vary(cfg: DataConfig) -> bool:
-    """Are point clouds drawn as varied scans (data/scans.py), or as the original's fixed n noisy points?"""
-    return (
-        cfg.n_points_max > cfg.n_points
-        or cfg.noise_max > cfg.noise
-        or cfg.outliers > 0
-        or cfg.density_gain > 0
-        or cfg.partial_scans > 0
-    )
-
-
 def validation_set(
     pool: ShapePool, kind: str, cfg: DataConfig, n_points: int, seed: int = 1234
 ) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]:
@@ -277,7 +238,7 @@ def validation_set(
     out = []
     for i in range(len(pool)):
         idx = torch.tensor([i])
-        views = torch.zeros(1, dtype=torch.long) if kind == "image" else None
+        views = torch.zeros(1, dtype=torch.long) if input_kind(kind).viewed else None
         inputs = pool.observe(kind, idx, cfg, gen, views)
         pts, occ = pool.uniform_labelled(idx, n_points, cfg.padding, gen, views)
         out.append((inputs, pts, occ))

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ..wire.constants import VOXEL_RES
-from .types import InputError, Observation
+from .types import InputError
 
 MIN_POINTS = 10
 MAX_CLOUD_POINTS = 20_000_000  # ~1.4 GB of float64 coordinates while a cloud is prepared
@@ -218,24 +218,3 @@ def prepare_image(image: object, size: int) -> Prepared:
         pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     out = np.asarray(pil, np.float32) / 255.0
     return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], UserFrame.identity(), [])
-
-
-def observation_kind(observation: Observation) -> str:
-    """The kind of model an observation is for; InputError unless exactly one input is set."""
-    given = [
-        k
-        for k, v in (
-            ("pointcloud", observation.points),
-            ("voxels", observation.voxels),
-            ("image", observation.image),
-        )
-        if v is not None
-    ]
-    if len(given) != 1:
-        raise InputError(
-            "an observation needs exactly one of points, voxels or image"
-            + (f", got {', '.join(given)}" if given else ", got none")
-        )
-    if observation.bounds is not None and given[0] != "voxels":
-        raise InputError("bounds only apply to a voxel grid")
-    return given[0]

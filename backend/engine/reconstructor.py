@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
+from ..kinds import observed_kind
 from ..models import OccupancyNetwork
-from ..wire.model_header import point_budget
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
 from .field import NetworkField
@@ -29,10 +29,6 @@ from .marching import triangle_counts
 from .observation import (
     Prepared,
     UserFrame,
-    observation_kind,
-    prepare_image,
-    prepare_points,
-    prepare_voxels,
 )
 from .types import (
     CancelFn,
@@ -154,7 +150,8 @@ class Reconstructor:
         cancel: CancelFn | None = None,
     ) -> MeshResult:
         """Reconstruct a closed mesh from an observation, in the observation's frame."""
-        kind = observation_kind(observation)
+        spec = observed_kind(observation)
+        kind = spec.name
         grid, tau_opt = self._check(options)
         net, meta = self.load(model)
         if meta.kind != kind:
@@ -162,7 +159,7 @@ class Reconstructor:
         t0 = time.perf_counter()
         if progress is not None:
             progress("encode", 0.0)
-        prepared = self._prepare(observation, kind, meta, options)
+        prepared = spec.prepare(observation, meta, options)
         with torch.no_grad():
             inputs = None if prepared.inputs is None else prepared.inputs.to(self.device)
             c, obs = net.encode_local(inputs)
@@ -236,15 +233,6 @@ class Reconstructor:
         check_options(options)
         grid = Grid(check_resolution(options.resolution))
         return grid, None if options.tau is None else check_tau(options.tau)
-
-    def _prepare(
-        self, observation: Observation, kind: str, meta: ModelMeta, options: ReconstructOptions
-    ) -> Prepared:
-        if kind == "pointcloud":
-            return prepare_points(observation.points, point_budget({"training": meta.training}), options.seed)
-        if kind == "voxels":
-            return prepare_voxels(observation.voxels, observation.bounds)
-        return prepare_image(observation.image, int(meta.config.get("image_size", 64)))
 
     def _first_extraction(
         self,

@@ -109,3 +109,6 @@ class PixelFeatures(nn.Module):
             fmap.to(p.dtype), where, mode="bilinear", padding_mode="border", align_corners=False
         )
         return sampled[:, :, :, 0].transpose(1, 2)
+
+
+LocalFeatures = GridFeatures | GridPatchFeatures | VoxelFeatures | PixelFeatures  # read at each point

@@ -7,13 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..wire.constants import VOXEL_RES  # the voxel CNN reduces 32^3 to 2^3 before its linear layer
 from .decoders import DecoderCBatchNorm, DecoderSimple
-from .encoders import LatentPointNet, PointGridUNet, ResNet18, ResnetPointNet, VoxelCNN
-from .local import GridFeatures, GridPatchFeatures, PixelFeatures, VoxelFeatures
+from .encoders import LatentPointNet, PointGridUNet, ResNet18
+from .local import GridFeatures, GridPatchFeatures, LocalFeatures, PixelFeatures, VoxelFeatures
 from .patches import NeighbourIndex, PointEvidence
 
-LocalFeatures = GridFeatures | GridPatchFeatures | VoxelFeatures | PixelFeatures
 Evidence = torch.Tensor | PointEvidence  # what ``decode`` reads at each query point
 
 
@@ -47,7 +45,7 @@ class OccupancyNetwork(nn.Module):
         z_dim: int,
         c_dim: int,
         kind: str = "pointcloud",
-        input_size: int = 0,
+        input_shape: tuple[int | None, ...] = (None, 3),
         local: LocalFeatures | None = None,
     ) -> None:
         super().__init__()
@@ -57,7 +55,7 @@ class OccupancyNetwork(nn.Module):
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.kind = kind
-        self.input_size = input_size  # voxel grid or image side the encoder expects
+        self.input_shape = input_shape  # the input's shape after the batch axis (None: any length)
         self.local = local  # reads the observation at each query point (local_features)
 
     def encode(self, inputs: torch.Tensor | None, batch_size: int = 1) -> torch.Tensor:
@@ -69,19 +67,15 @@ class OccupancyNetwork(nn.Module):
         return self.encoder(self._check_inputs(inputs))
 
     def _check_inputs(self, inputs: object) -> torch.Tensor:
-        s = self.input_size
-        expected = {"pointcloud": "(B, N, 3)", "voxels": f"(B, {s}, {s}, {s})", "image": f"(B, 3, {s}, {s})"}
-        shape = expected[self.kind]
+        want = self.input_shape
+        shape = "(B, " + ", ".join("N" if n is None else str(n) for n in want) + ")"
         x = _check_tensor(inputs, f"{self.kind} input", shape)
-        if self.kind == "pointcloud":
-            ok = x.ndim == 3 and x.shape[2] == 3
-        elif self.kind == "voxels":
-            ok = x.ndim == 4 and tuple(x.shape[1:]) == (s, s, s)
-        else:
-            ok = x.ndim == 4 and tuple(x.shape[1:]) == (3, s, s)
+        ok = x.ndim == 1 + len(want) and all(
+            n is None or n == m for n, m in zip(want, x.shape[1:], strict=False)
+        )
         if not ok:
             raise ModelInputError(f"{self.kind} input must have shape {shape}, got {tuple(x.shape)}")
-        if x.shape[0] == 0 or (self.kind == "pointcloud" and x.shape[1] == 0):
+        if x.numel() == 0:
             raise ModelInputError(f"{self.kind} input is empty: shape {tuple(x.shape)}")
         return x.to(self._dtype())
 
@@ -172,30 +166,14 @@ class OccupancyNetwork(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> OccupancyNetwork:
-    """Instantiate the network described by ``cfg`` (sizes included)."""
+    """Instantiate the network described by ``cfg`` (sizes included); its kind (``backend.kinds``)
+    chooses the encoder and what the decoder reads at each point."""
+    from ..kinds import kind  # the kinds are built from this package's modules: import them late
+
     cfg.validate()
-    encoder: nn.Module | None
-    if cfg.kind == "pointcloud" and cfg.local_features:
-        encoder = PointGridUNet(cfg.c_dim, cfg.encoder_width, cfg.grid_res)
-    elif cfg.kind == "pointcloud":
-        encoder = ResnetPointNet(cfg.c_dim, cfg.encoder_hidden)
-    elif cfg.kind == "voxels":
-        encoder = VoxelCNN(cfg.c_dim, cfg.encoder_width)
-    elif cfg.kind == "image":
-        encoder = ResNet18(cfg.c_dim, cfg.encoder_width, cfg.pixel_stages)
-    else:
-        encoder = None
-    local: LocalFeatures | None = None
-    if cfg.local_features:
-        if cfg.kind == "pointcloud" and cfg.neighbours > 0:
-            local = GridPatchFeatures(cfg.encoder_width, cfg.neighbours, cfg.patch_width)
-        elif cfg.kind == "pointcloud":
-            local = GridFeatures(cfg.encoder_width)
-        elif cfg.kind == "voxels":
-            local = VoxelFeatures()
-        else:
-            assert isinstance(encoder, ResNet18)
-            local = PixelFeatures(encoder.feature_channels)
+    spec = kind(cfg.kind)
+    encoder = spec.encoder(cfg)
+    local = spec.local_features(cfg, encoder)
     point_dim = 3 + (local.dims() if local is not None else 0)
     decoder: nn.Module
     if cfg.decoder == "cbatchnorm":
@@ -203,5 +181,5 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
     else:
         decoder = DecoderSimple(cfg.c_dim, cfg.z_dim, cfg.hidden, cfg.n_blocks)
     latent = LatentPointNet(cfg.z_dim, cfg.c_dim, cfg.encoder_hidden) if cfg.z_dim > 0 else None
-    input_size = {"voxels": VOXEL_RES, "image": cfg.image_size}.get(cfg.kind, 0)
-    return OccupancyNetwork(encoder, decoder, latent, cfg.z_dim, cfg.c_dim, cfg.kind, input_size, local)
+    shape = spec.input_shape(spec.input_size(cfg)) if spec.array is not None else ()
+    return OccupancyNetwork(encoder, decoder, latent, cfg.z_dim, cfg.c_dim, cfg.kind, shape, local)

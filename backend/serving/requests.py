@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 
 from ..engine.types import Cancelled, InputError, MeshResult, ModelInfo, Observation, ReconstructOptions
+from ..kinds import REGISTRY
 from ..wire import schemas
 from ..wire.schemas import Message
-
-# The array that carries the observation of each conditional kind.
-OBSERVATION_ARRAY = {"pointcloud": "points", "voxels": "voxels", "image": "image"}
 
 
 class RequestError(Exception):
@@ -105,16 +103,18 @@ def _model_file(path: str) -> ModelInfo:
 
 def observation_from_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> Observation:
     """The observation a ``kind`` model needs, refusing missing or unrelated arrays."""
-    needed = OBSERVATION_ARRAY.get(kind)
-    if needed is None:
+    spec = REGISTRY.get(kind)
+    needed = None if spec is None else spec.array
+    if spec is None or needed is None:
         raise RequestError(schemas.BAD_INPUT, f"a {kind} model does not reconstruct; use 'sample'")
-    allowed = {needed, "bounds"} if kind == "voxels" else {needed}
+    allowed = {needed, *spec.extra_arrays}
     extra = sorted(set(arrays) - allowed)
     if needed not in arrays or extra:
+        optional = " and ".join(f"'{a}'" for a in spec.extra_arrays)
         raise RequestError(
             schemas.BAD_INPUT,
             f"a {kind} model needs the array '{needed}'"
-            + (" (and optionally 'bounds')" if kind == "voxels" else "")
+            + (f" (and optionally {optional})" if optional else "")
             + (f", not {', '.join(extra)}" if extra else ""),
         )
     return Observation(**{name: arrays[name] for name in arrays})

@@ -17,9 +17,9 @@ from PIL import Image
 from backend.engine.binvox import read_binvox
 from backend.engine.inputs import read_observation
 from backend.engine.meshio import write_mesh
-from backend.engine.observation import observation_kind
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
+from backend.kinds import observed_kind
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -272,7 +272,7 @@ def test_reconstruct_command_reads_every_input_kind(engine_weights: Path, tmp_pa
     source, extra = _make_input(kind, tmp_path)
     bounds = np.array(extra[1:], float).reshape(2, 3) if extra else None
     observation = read_observation(source, bounds)
-    model = {"pointcloud": "points", "voxels": "voxels", "image": "image"}[observation_kind(observation)]
+    model = {"pointcloud": "points", "voxels": "voxels", "image": "image"}[observed_kind(observation).name]
     tau = _tau_with_surface(engine_weights, observation, model)
     out = tmp_path / "mesh.ply"
     done = run_backend(

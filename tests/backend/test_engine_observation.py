@@ -7,12 +7,12 @@ import pytest
 
 from backend.engine.observation import (
     VOXEL_RES,
-    observation_kind,
     prepare_image,
     prepare_points,
     prepare_voxels,
 )
 from backend.engine.types import InputError, Observation
+from backend.kinds import observed_kind
 
 
 def cloud(n: int = 200, seed: int = 0) -> np.ndarray:
@@ -142,9 +142,9 @@ def test_bad_images_are_refused(image: np.ndarray, message: str) -> None:
 
 def test_an_observation_needs_exactly_one_input() -> None:
     with pytest.raises(InputError, match="got none"):
-        observation_kind(Observation())
+        observed_kind(Observation())
     with pytest.raises(InputError, match="points, voxels"):
-        observation_kind(Observation(points=np.zeros((10, 3)), image=np.zeros((4, 4, 3))))
+        observed_kind(Observation(points=np.zeros((10, 3)), image=np.zeros((4, 4, 3))))
     with pytest.raises(InputError, match="bounds only apply"):
-        observation_kind(Observation(points=np.zeros((10, 3)), bounds=np.zeros((2, 3))))
-    assert observation_kind(Observation(voxels=np.ones((4, 4, 4)))) == "voxels"
+        observed_kind(Observation(points=np.zeros((10, 3)), bounds=np.zeros((2, 3))))
+    assert observed_kind(Observation(voxels=np.ones((4, 4, 4)))).name == "voxels"

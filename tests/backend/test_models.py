@@ -113,7 +113,7 @@ def test_the_original_published_configurations_are_instantiable(kind: str) -> No
         got = sum(p.numel() for p in getattr(model, module).parameters())
         assert got == expected, f"{module}: {got} parameters, the original has {expected}"
     assert _cbn_decoder(512) == 3_548_417 and _cbn_decoder(256) == 2_106_625  # the reference's ~3.5M, ~2.1M
-    size = model.input_size or 32
+    size = model.input_shape[-1] if kind == "image" else 32
     inputs = {
         "pointcloud": torch.rand(1, 300, 3) - 0.5,
         "voxels": torch.zeros(1, 32, 32, 32),

@@ -1,0 +1,75 @@
+"""The kinds of observation: one registry that every part of the backend asks, agreeing with the
+wire's list of kinds and with the add-on's readers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from backend.checkpoint import ModelMeta
+from backend.config import ModelConfig
+from backend.engine.types import InputError, Observation, ReconstructOptions
+from backend.kinds import OBSERVED, REGISTRY, kind, observed_kind
+from backend.models import build_model
+from backend.wire.constants import MODEL_KINDS
+from occupancy_addon.readers import BY_KIND
+
+TINY = {"hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16, "encoder_width": 4, "image_size": 32}
+EXAMPLE = {
+    "points": np.random.default_rng(0).normal(size=(50, 3)),
+    "voxels": np.ones((4, 4, 4), bool),
+    "image": np.zeros((8, 8, 3), np.uint8),
+}
+
+
+def test_every_kind_on_the_wire_has_one_module_and_the_add_on_reads_the_observed_ones() -> None:
+    assert tuple(REGISTRY) == MODEL_KINDS
+    assert set(BY_KIND) == {name for name, k in REGISTRY.items() if k.array is not None}
+    with pytest.raises(KeyError, match="known: pointcloud, voxels, image, unconditional"):
+        kind("mesh")
+
+
+@pytest.mark.parametrize("array", list(OBSERVED))
+def test_an_observation_names_its_kind(array: str) -> None:
+    assert observed_kind(Observation(**{array: EXAMPLE[array]})) is OBSERVED[array]
+
+
+def test_an_observation_with_two_arrays_or_stray_bounds_is_refused() -> None:
+    with pytest.raises(InputError, match="exactly one of points, voxels or image, got points, image"):
+        observed_kind(Observation(points=EXAMPLE["points"], image=EXAMPLE["image"]))
+    with pytest.raises(InputError, match="bounds only apply to a voxel grid"):
+        observed_kind(Observation(points=EXAMPLE["points"], bounds=np.zeros((2, 3))))
+
+
+@pytest.mark.parametrize("name", [n for n, k in REGISTRY.items() if k.array is not None])
+@pytest.mark.parametrize("local", [False, True])
+def test_the_network_takes_what_its_kind_prepares(name: str, local: bool) -> None:
+    """A user's observation, prepared by the kind, encodes and decodes in a model of that kind."""
+    spec = kind(name)
+    cfg = ModelConfig(**TINY, kind=name, local_features=local, grid_res=8)  # type: ignore[arg-type]
+    model = build_model(cfg).eval()
+    assert model.input_shape == spec.input_shape(spec.input_size(cfg))
+    meta = ModelMeta("m", name, 0.5, vars(cfg))  # type: ignore[arg-type]
+    prepared = spec.prepare(Observation(**{spec.array: EXAMPLE[spec.array]}), meta, ReconstructOptions())
+    with torch.no_grad():
+        c, obs = model.encode_local(prepared.inputs)
+        logits = model.decode(torch.zeros(1, 5, 3), None, c, obs)
+    assert logits.shape == (1, 5)
+
+
+@pytest.mark.parametrize("name", [n for n, k in REGISTRY.items() if k.array is not None])
+def test_the_identity_symmetry_leaves_an_observation_as_it_is(name: str) -> None:
+    spec = kind(name)
+    perm, sign = spec.symmetries(64, torch.Generator().manual_seed(0))
+    assert (perm.sort(dim=1).values == torch.arange(3)).all() and set(sign.unique().tolist()) <= {-1.0, 1.0}
+    if spec.viewed:  # the camera's view axis stays put
+        assert (perm[:, 2] == 2).all() and (sign[:, 2] == 1).all()
+    inputs = {
+        "pointcloud": torch.rand(2, 7, 3),
+        "voxels": torch.rand(2, 4, 4, 4),
+        "image": torch.rand(2, 3, 6, 6),
+    }
+    x = inputs[name]
+    same = spec.augment(x, torch.arange(3).repeat(2, 1), torch.ones(2, 3))
+    assert torch.equal(same, x)
