@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 import numpy as np
@@ -18,6 +18,9 @@ from .mesh_write import write_mesh
 from .model_files import ModelFile, ModelFileError, pick_model
 from .properties import quiet_updates, result_settings
 from .service import BackendRequest
+
+if TYPE_CHECKING:  # at run time the wire package is loaded by path (backend_link.load_protocol)
+    from backend.wire import Message
 
 RESULT_SUFFIX = ".occupancy"
 GENERATED_NAME = "Generated"
@@ -150,7 +153,7 @@ def _collection_for(context: bpy.types.Context, source: bpy.types.Object | None)
     return context.scene.collection
 
 
-def create_result(context: bpy.types.Context, plan: Plan, reply: Any, token: str) -> bpy.types.Object:
+def create_result(context: bpy.types.Context, plan: Plan, reply: Message, token: str) -> bpy.types.Object:
     """A new mesh object from a ``result`` reply, placed by the plan, selected and active."""
     mesh = bpy.data.meshes.new(plan.name)
     write_mesh(mesh, reply.arrays["vertices"], reply.arrays["faces"])
@@ -179,5 +182,5 @@ def create_result(context: bpy.types.Context, plan: Plan, reply: Any, token: str
     return obj
 
 
-def warnings_of(reply: Any) -> list[str]:
+def warnings_of(reply: Message) -> list[str]:
     return [str(w) for w in reply.fields.get("warnings", [])]

@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend_link import load_protocol
 from .backend_process import backend_command, backend_environment, serve_arguments
 from .errors import FieldGoneError, JobCancelled, UserError
+
+if TYPE_CHECKING:  # at run time the wire package is loaded by path (backend_link.load_protocol)
+    from backend.wire import BackendError, BackendProcess, Message, Pending
 
 ProgressReport = Callable[[str | None, float], None]
 
@@ -53,7 +56,7 @@ class BackendRequest:
     """One request to the backend in flight. Poll ``done()``/``progress`` on the main thread, then
     ``outcome()``."""
 
-    def __init__(self, service: BackendService, pending: Any, what: str) -> None:
+    def __init__(self, service: BackendService, pending: Pending, what: str) -> None:
         self.service = service
         self.pending = pending
         self.what = what  # "reconstruct", "extract", ... for messages
@@ -83,7 +86,7 @@ class BackendRequest:
         """Ask the backend to stop; the job then ends with JobCancelled. Safe from any thread."""
         self.pending.cancel()
 
-    def outcome(self) -> Any:
+    def outcome(self) -> Message:
         """The reply message; raises JobCancelled or UserError. Only call once ``done()``."""
         protocol = load_protocol()
         try:
@@ -113,7 +116,7 @@ class BackendService:
     """Owns the backend process: starts it lazily, remembers a crash until the user restarts."""
 
     def __init__(self) -> None:
-        self.process: Any = None  # protocol.BackendProcess
+        self.process: BackendProcess | None = None
         self.config: BackendConfig | None = None
         self.crash: str | None = None  # why the last process died unexpectedly
         self._crash_config: BackendConfig | None = None
@@ -126,7 +129,7 @@ class BackendService:
         crashes); fields made under another token are gone."""
         return f"{os.getpid()}:{self._generation}"
 
-    def ready_message(self) -> Any:
+    def ready_message(self) -> Message | None:
         """The backend's ``ready`` message (device, models), or None while it is not (yet) up."""
         process = self.process
         if process is None or not process.is_ready() or not process.alive():
@@ -148,7 +151,7 @@ class BackendService:
         return "Backend not started (starts on first use)"
 
     # -- lifecycle --------------------------------------------------------------------------------------
-    def connect(self, config: BackendConfig) -> Any:
+    def connect(self, config: BackendConfig) -> BackendProcess:
         """The running process for ``config``, started when needed; UserError after a crash."""
         if self.process is not None and not self.process.alive() and self.crash is None:
             self._record_crash(self.process.failure)  # it died while idle: report, don't hide it
@@ -161,7 +164,7 @@ class BackendService:
         self.stop()
         return self._start(config)
 
-    def _start(self, config: BackendConfig) -> Any:
+    def _start(self, config: BackendConfig) -> BackendProcess:
         protocol = load_protocol()
         try:
             self.process = protocol.BackendProcess(
@@ -216,7 +219,7 @@ class BackendService:
             "Press Restart Backend to start it again"
         )
 
-    def _record_crash(self, error: Any) -> None:
+    def _record_crash(self, error: BackendError | None) -> None:
         reason = getattr(error, "message", None) or str(error or "the process exited")
         self.crash = reason
         self._crash_config = self.config
@@ -224,7 +227,7 @@ class BackendService:
         if process is not None:
             process.close(timeout=1.0)  # it is gone or going: reap it and its reader threads
 
-    def translate(self, error: Any, token: str | None = None) -> Exception:
+    def translate(self, error: BackendError, token: str | None = None) -> Exception:
         """A protocol ``BackendError`` as the exception the add-on shows. ``token``: the process
         the failed request went to (None: the current one)."""
         protocol = load_protocol()

@@ -103,7 +103,7 @@ def available_models(context: bpy.types.Context) -> tuple[list[ModelFile], list[
     cached = _models_cache.get(key)
     if cached is not None and now - cached[0] < _MODELS_TTL_S:
         return cached[1], cached[2]
-    if reported:
+    if ready is not None and reported:
         users, problems = list_checkpoints(checkpoints)
         models = from_ready(weights, ready.fields["models"]) + users
     else:
