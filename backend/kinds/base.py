@@ -21,6 +21,7 @@ from ..data.augment import apply_to_points, random_symmetries
 from ..engine.observation import Prepared
 from ..engine.types import Observation, ReconstructOptions
 from ..models.local import LocalFeatures
+from ..wire.constants import KIND_ARRAYS
 
 if TYPE_CHECKING:
     from ..checkpoint import ModelMeta
@@ -32,9 +33,18 @@ class InputKind:
 
     name: ClassVar[str]
     noun: ClassVar[str] = "nothing"  # for messages: "a point cloud"
-    array: ClassVar[str | None] = None  # the Observation field and wire array that carry it
-    extra_arrays: ClassVar[tuple[str, ...]] = ()  # optional companions on the wire (voxel bounds)
     viewed: ClassVar[bool] = False  # predicted in the frame of a rendered view (image models)
+
+    @property
+    def array(self) -> str | None:
+        """The Observation field and wire array that carry it (``wire.constants.KIND_ARRAYS``)."""
+        arrays = KIND_ARRAYS[self.name]
+        return arrays[0] if arrays else None
+
+    @property
+    def extra_arrays(self) -> tuple[str, ...]:
+        """Optional companions on the wire (a voxel grid's bounds)."""
+        return KIND_ARRAYS[self.name][1:]
 
     # ------------------------------------------------------------------ the network
     def input_size(self, cfg: ModelConfig) -> int:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 class Image(InputKind):
     name = "image"
     noun = "an image"
-    array = "image"
     viewed = True
 
     def input_size(self, cfg: ModelConfig) -> int:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 class PointCloud(InputKind):
     name = "pointcloud"
     noun = "a point cloud"
-    array = "points"
 
     def input_shape(self, size: int) -> tuple[int | None, ...]:
         return (None, 3)

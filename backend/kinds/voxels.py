@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 class Voxels(InputKind):
     name = "voxels"
     noun = "a voxel grid"
-    array = "voxels"
-    extra_arrays = ("bounds",)
 
     def input_size(self, cfg: ModelConfig) -> int:
         return VOXEL_RES

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..engine.types import Cancelled, InputError, MeshResult, ModelInfo, Observation, ReconstructOptions
-from ..kinds import REGISTRY
 from ..wire import schemas
+from ..wire.constants import KIND_ARRAYS
 from ..wire.schemas import Message
 
 
@@ -103,14 +103,13 @@ def _model_file(path: str) -> ModelInfo:
 
 def observation_from_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> Observation:
     """The observation a ``kind`` model needs, refusing missing or unrelated arrays."""
-    spec = REGISTRY.get(kind)
-    needed = None if spec is None else spec.array
-    if spec is None or needed is None:
+    carried = KIND_ARRAYS.get(kind, ())
+    if not carried:
         raise RequestError(schemas.BAD_INPUT, f"a {kind} model does not reconstruct; use 'sample'")
-    allowed = {needed, *spec.extra_arrays}
-    extra = sorted(set(arrays) - allowed)
+    needed, companions = carried[0], carried[1:]
+    extra = sorted(set(arrays) - set(carried))
     if needed not in arrays or extra:
-        optional = " and ".join(f"'{a}'" for a in spec.extra_arrays)
+        optional = " and ".join(f"'{a}'" for a in companions)
         raise RequestError(
             schemas.BAD_INPUT,
             f"a {kind} model needs the array '{needed}'"

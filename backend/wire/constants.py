@@ -6,6 +6,14 @@ from typing import Literal, get_args
 
 Kind = Literal["pointcloud", "voxels", "image", "unconditional"]  # what a model takes as input
 MODEL_KINDS: tuple[str, ...] = get_args(Kind)
+# The arrays that carry each kind's observation on the wire: first the observation itself, then
+# optional companions (a voxel grid's bounds); a model without an observation has none.
+KIND_ARRAYS: dict[str, tuple[str, ...]] = {
+    "pointcloud": ("points",),
+    "voxels": ("voxels", "bounds"),
+    "image": ("image",),
+    "unconditional": (),
+}
 VOXEL_RES = 32  # the voxel models' input grid per axis (the voxel CNN reduces 32^3 to 2^3)
 RESOLUTIONS: tuple[int, ...] = (32, 64, 128, 256, 512)  # extraction grids: the base grid, then doublings
 # The thresholds the add-on offers; the backend itself takes any value strictly between 0 and 1.

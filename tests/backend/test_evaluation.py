@@ -162,14 +162,20 @@ def test_the_evaluate_command_prints_tables_and_writes_json(
         assert "input_voxels_mean" not in result
 
 
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for the module: the held-out split is generated once."""
+    return tmp_path_factory.mktemp("eval-data")
+
+
 @pytest.mark.parametrize(("points", "noise", "views"), [(5000, 0.0, 0), (2000, 0.0, 1), (300, 0.01, 0)])
 def test_observations_follow_points_noise_and_views(
-    engine_weights: Path, tmp_path: Path, points: int, noise: float, views: int
+    engine_weights: Path, eval_data: Path, points: int, noise: float, views: int
 ) -> None:
     from backend.engine.reconstructor import Reconstructor
     from backend.evaluation import EvalSettings, test_cases
 
-    settings = EvalSettings(n=1, surface_points=20000, iou_points=1000, data_dir=tmp_path)
+    settings = EvalSettings(n=1, surface_points=20000, iou_points=1000, data_dir=eval_data)
     settings.points, settings.noise, settings.views = points, noise, views
     _, meta = Reconstructor("cpu", weights_dir=engine_weights).load("points")
     (case,) = test_cases("pointcloud", meta, settings, progress=False)

@@ -3,6 +3,10 @@ wire's list of kinds and with the add-on's readers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +16,7 @@ from backend.config import ModelConfig
 from backend.engine.types import InputError, Observation, ReconstructOptions
 from backend.kinds import OBSERVED, REGISTRY, kind, observed_kind
 from backend.models import build_model
-from backend.wire.constants import MODEL_KINDS
+from backend.wire.constants import KIND_ARRAYS, MODEL_KINDS
 from occupancy_addon.readers import BY_KIND
 
 TINY = {"hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16, "encoder_width": 4, "image_size": 32}
@@ -73,3 +77,14 @@ def test_the_identity_symmetry_leaves_an_observation_as_it_is(name: str) -> None
     x = inputs[name]
     same = spec.augment(x, torch.arange(3).repeat(2, 1), torch.ones(2, 3))
     assert torch.equal(same, x)
+
+
+def test_the_server_reads_requests_without_loading_torch(repo_root: Path) -> None:
+    """Each kind's wire arrays live in the torch-free wire package, so the backend process can start
+    and answer (e.g. that torch is missing) before torch loads."""
+    code = "import sys, backend.serving.server, backend.serving.requests; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+    assert {k: (v.array, *v.extra_arrays) for k, v in REGISTRY.items() if v.array} == {
+        k: v for k, v in KIND_ARRAYS.items() if v
+    }
