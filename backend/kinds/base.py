@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from torch import nn
+from torch import Generator, Tensor, nn
 
 from ..config import DataConfig, ModelConfig
 from ..data.augment import apply_to_points, random_symmetries
@@ -69,13 +69,8 @@ class InputKind:
 
     # ------------------------------------------------------------------ training data
     def observe(
-        self,
-        pool: ShapePool,
-        idx: torch.Tensor,
-        cfg: DataConfig,
-        gen: torch.Generator,
-        views: torch.Tensor | None,
-    ) -> torch.Tensor | None:
+        self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None
+    ) -> Tensor | None:
         """The network's input for shapes ``idx`` of a pool (``views``: their rendered views)."""
         return None
 
@@ -88,7 +83,7 @@ class InputKind:
 
     # ------------------------------------------------------------------ evaluation
     def test_observation(
-        self, pool: ShapePool, i: int, cfg: DataConfig, gen: torch.Generator, scan_views: int
+        self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int
     ) -> Observation:
-        """Held-out shape ``i`` as a user would give it (``scan_views``: a partial point scan)."""
+        """Held-out shape ``i`` as a user would give it (``views`` > 0: a partial scan from that many)."""
         raise NotImplementedError(f"a {self.name} model is not evaluated on observations")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Generator, Tensor, nn
 
 from ..config import DataConfig, ModelConfig
 from ..data.augment import apply_to_images, random_square_symmetries
@@ -44,13 +44,8 @@ class Image(InputKind):
         return prepare_image(observation.image, int(meta.config.get("image_size", 64)))
 
     def observe(
-        self,
-        pool: ShapePool,
-        idx: torch.Tensor,
-        cfg: DataConfig,
-        gen: torch.Generator,
-        views: torch.Tensor | None,
-    ) -> torch.Tensor:
+        self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None
+    ) -> Tensor:
         assert views is not None
         return pool.images[idx, views].permute(0, 3, 1, 2).float() / 255.0
 
@@ -61,6 +56,6 @@ class Image(InputKind):
         return apply_to_images(inputs, perm, sign)
 
     def test_observation(
-        self, pool: ShapePool, i: int, cfg: DataConfig, gen: torch.Generator, scan_views: int
+        self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int
     ) -> Observation:
         return Observation(image=pool.images[i, 0].numpy())  # view 0, as the original tests

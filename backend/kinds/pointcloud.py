@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Generator, Tensor, nn
 
 from ..config import DataConfig, ModelConfig
 from ..data.scans import draw_count, simulate_scans
@@ -44,13 +44,8 @@ class PointCloud(InputKind):
         return prepare_points(observation.points, point_budget({"training": meta.training}), options.seed)
 
     def observe(
-        self,
-        pool: ShapePool,
-        idx: torch.Tensor,
-        cfg: DataConfig,
-        gen: torch.Generator,
-        views: torch.Tensor | None,
-    ) -> torch.Tensor:
+        self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None
+    ) -> Tensor:
         if scans_vary(cfg):
             n = draw_count(cfg, gen)
             return simulate_scans(*pool.oriented_surface(idx, n, gen), n, cfg, gen)
@@ -60,11 +55,11 @@ class PointCloud(InputKind):
         return points + cfg.noise * torch.randn(points.shape, generator=gen)
 
     def test_observation(
-        self, pool: ShapePool, i: int, cfg: DataConfig, gen: torch.Generator, scan_views: int
+        self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int
     ) -> Observation:
-        if scan_views > 0:
+        if views > 0:
             surface, normals = pool.oriented_surface(torch.tensor([i]), cfg.n_points, gen)
-            scan = simulate_scans(surface, normals, cfg.n_points, cfg, gen, fixed_views=scan_views)
+            scan = simulate_scans(surface, normals, cfg.n_points, cfg, gen, fixed_views=views)
             return Observation(points=scan[0].numpy())
         return Observation(points=self.observe(pool, torch.tensor([i]), cfg, gen, None)[0].numpy())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Generator, Tensor, nn
 
 from ..config import DataConfig, ModelConfig
 from ..data.augment import apply_to_grids
@@ -41,19 +41,14 @@ class Voxels(InputKind):
         return prepare_voxels(observation.voxels, observation.bounds)
 
     def observe(
-        self,
-        pool: ShapePool,
-        idx: torch.Tensor,
-        cfg: DataConfig,
-        gen: torch.Generator,
-        views: torch.Tensor | None,
-    ) -> torch.Tensor:
+        self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None
+    ) -> Tensor:
         return pool.voxels[idx].float()
 
     def augment(self, inputs: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
         return apply_to_grids(inputs, perm, sign)
 
     def test_observation(
-        self, pool: ShapePool, i: int, cfg: DataConfig, gen: torch.Generator, scan_views: int
+        self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int
     ) -> Observation:
         return Observation(voxels=pool.voxels[i].numpy())
