@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 import bpy
 
 from ..scene_data import InputChoice, InputData
+
+Context: TypeAlias = bpy.types.Context
+MaybeObject: TypeAlias = bpy.types.Object | None
+MaybeImage: TypeAlias = bpy.types.Image | None
 
 
 class Reader:
@@ -17,13 +21,7 @@ class Reader:
         """Is ``obj`` this kind of input when the Input menu says Auto?"""
         raise NotImplementedError
 
-    def detect(
-        self,
-        obj: bpy.types.Object | None,
-        context: bpy.types.Context,
-        evaluated: bool,
-        chosen_image: bpy.types.Image | None,
-    ) -> InputChoice:
+    def detect(self, obj: MaybeObject, context: Context, evaluated: bool, image: MaybeImage) -> InputChoice:
         """What Reconstruct would use (cheap: counts only); UserError says why it cannot."""
         raise NotImplementedError
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import UserError
 from ..placement import front_view_matrix, image_result_matrix
 from ..scene_data import InputChoice, InputData, image_size, is_image_empty, world_matrix
-from .base import Reader
+from .base import Context, MaybeImage, MaybeObject, Reader
 
 MAX_IMAGE_SIDE = 512  # larger pictures are averaged down before sending (the model sees 64 px)
 
@@ -24,22 +24,16 @@ class ImageReader(Reader):
     def claims(self, obj: bpy.types.Object, context: bpy.types.Context, evaluated: bool) -> bool:
         return is_image_empty(obj)
 
-    def detect(
-        self,
-        obj: bpy.types.Object | None,
-        context: bpy.types.Context,
-        evaluated: bool,
-        chosen_image: bpy.types.Image | None,
-    ) -> InputChoice:
+    def detect(self, obj: MaybeObject, context: Context, evaluated: bool, image: MaybeImage) -> InputChoice:
         if obj is not None and is_image_empty(obj):
-            image = obj.data
-            if not isinstance(image, bpy.types.Image):
+            shown = obj.data
+            if not isinstance(shown, bpy.types.Image):
                 raise UserError(f"'{obj.name}' is an image empty without an image: open an image in it")
-            return InputChoice(self.kind, _image_text(image), obj.name, obj=obj, image=image)
-        if chosen_image is None:
+            return InputChoice(self.kind, _image_text(shown), obj.name, obj=obj, image=shown)
+        if image is None:
             raise UserError("No image: select an image empty or choose an image in the panel")
-        name = os.path.splitext(chosen_image.name)[0]
-        return InputChoice(self.kind, _image_text(chosen_image), name, image=chosen_image)
+        name = os.path.splitext(image.name)[0]
+        return InputChoice(self.kind, _image_text(image), name, image=image)
 
     def read(self, context: bpy.types.Context, choice: InputChoice, evaluated: bool) -> InputData:
         assert choice.image is not None

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..scene_data import InputChoice, InputData, point_count, point_data, type_label, world_matrix
-from .base import Reader
+from .base import Context, MaybeImage, MaybeObject, Reader
 
 
 class PointCloudReader(Reader):
@@ -19,13 +19,7 @@ class PointCloudReader(Reader):
     def claims(self, obj: bpy.types.Object, context: bpy.types.Context, evaluated: bool) -> bool:
         return obj.type in ("MESH", "POINTCLOUD")  # asked after voxels: a mesh without faces
 
-    def detect(
-        self,
-        obj: bpy.types.Object | None,
-        context: bpy.types.Context,
-        evaluated: bool,
-        chosen_image: bpy.types.Image | None,
-    ) -> InputChoice:
+    def detect(self, obj: MaybeObject, context: Context, evaluated: bool, image: MaybeImage) -> InputChoice:
         assert obj is not None
         if obj.type not in ("MESH", "POINTCLOUD"):
             raise UserError(

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import UserError
 from ..scene_data import InputChoice, InputData, evaluated_object, face_count, type_label, world_matrix
 from ..voxelize import VoxelizeError, voxelize
-from .base import Reader
+from .base import Context, MaybeImage, MaybeObject, Reader
 
 
 class VoxelsReader(Reader):
@@ -19,13 +19,7 @@ class VoxelsReader(Reader):
     def claims(self, obj: bpy.types.Object, context: bpy.types.Context, evaluated: bool) -> bool:
         return obj.type == "VOLUME" or face_count(obj, context, evaluated) > 0
 
-    def detect(
-        self,
-        obj: bpy.types.Object | None,
-        context: bpy.types.Context,
-        evaluated: bool,
-        chosen_image: bpy.types.Image | None,
-    ) -> InputChoice:
+    def detect(self, obj: MaybeObject, context: Context, evaluated: bool, image: MaybeImage) -> InputChoice:
         assert obj is not None
         if obj.type == "VOLUME":
             return InputChoice(self.kind, "Voxels: volume as a mesh, 32\u00b3 grid", obj.name, obj=obj)
