@@ -34,6 +34,7 @@ ensure_fast_allocator(sys.argv)
 
 from classical import METHODS, available  # noqa: E402
 
+from backend.commands.evaluate import add_arguments, settings_from_args  # noqa: E402
 from backend.engine.reconstructor import Reconstructor  # noqa: E402
 from backend.engine.types import ReconstructOptions  # noqa: E402
 from backend.evaluation import METRICS, EvalSettings, score, test_cases  # noqa: E402
@@ -41,9 +42,10 @@ from backend.evaluation import METRICS, EvalSettings, score, test_cases  # noqa:
 SHOWN = ("iou", "chamfer_l1", "normal_consistency", "fscore")
 
 
-def compare(model: str, settings: EvalSettings, methods: list[str], progress: bool = True) -> dict:
+def compare(
+    engine: Reconstructor, model: str, settings: EvalSettings, methods: list[str], progress: bool = True
+) -> dict:
     """Per method: mean metrics and mean seconds per shape, plus the per-shape rows."""
-    engine = Reconstructor("cpu")
     _, meta = engine.load(model)
     options = ReconstructOptions(resolution=settings.resolution, keep_field=False)
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
@@ -70,19 +72,9 @@ def compare(model: str, settings: EvalSettings, methods: list[str], progress: bo
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a shipped point-cloud model's name or a .safetensors file")
-    p.add_argument("--n", type=int, default=100, help="shapes (default 100)")
-    p.add_argument("--points", type=int, default=3000, help="observed points (default 3000)")
-    p.add_argument("--noise", type=float, default=0.005, help="noise std, of the box (default 0.005)")
-    p.add_argument("--views", type=int, default=0, help="partial scan from this many viewpoints (0: all)")
-    p.add_argument("--resolution", type=int, default=128, help="the model's extraction grid (default 128)")
-    p.add_argument("--surface-points", type=int, default=100_000, help="ground-truth and mesh samples")
-    p.add_argument("--iou-points", type=int, default=100_000, help="uniform points for IoU")
-    p.add_argument("--source", default="procedural", help="'procedural' or a prepared mesh folder")
-    p.add_argument("--split", default="test")
+    add_arguments(p)  # the same observations and scoring options as `backend evaluate`
     p.add_argument("--methods", default="model,poisson,ball_pivoting", help="comma-separated")
-    p.add_argument("--data-dir", type=Path, default=Path(".data"))
-    p.add_argument("--json", type=Path, help="write everything to this file")
+    p.set_defaults(n=100, points=3000, noise=0.005)
     args = p.parse_args()
     methods = args.methods.split(",")
     unknown = [m for m in methods if m != "model" and m not in METHODS]
@@ -90,20 +82,9 @@ def main() -> int:
         p.error(f"unknown method(s) {', '.join(unknown)}; known: model, {', '.join(METHODS)}")
     if any(m in METHODS for m in methods) and not available():
         p.error("Open3D is not installed: pip install -e .[bench] (it also needs libusb-1.0)")
-    settings = EvalSettings(
-        split=args.split,
-        n=args.n,
-        resolution=args.resolution,
-        source=args.source,
-        data_dir=args.data_dir,
-        points=args.points,
-        noise=args.noise,
-        views=args.views,
-        surface_points=args.surface_points,
-        iou_points=args.iou_points,
-    )
+    settings = settings_from_args(args)
     settings.check()
-    result = compare(args.model, settings, methods)
+    result = compare(Reconstructor(args.device, threads=args.threads), args.weights, settings, methods)
     print(f"{args.n} shapes, {args.points} points, noise {args.noise}, views {args.views}, {args.source}")
     print(f"{'method':>14}  " + "  ".join(f"{k:>18}" for k in (*SHOWN, "seconds")))
     for method, mean in result["mean"].items():

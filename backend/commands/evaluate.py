@@ -11,7 +11,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..evaluation import EvalSettings
 
 COLUMNS = (
     ("iou", "IoU"),
@@ -114,28 +117,35 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    """The evaluation settings that ``add_arguments``' options ask for (also used by bench/)."""
+    from ..evaluation import EvalSettings
+
+    return EvalSettings(
+        split=args.split,
+        n=args.n,
+        resolution=args.resolution,
+        tau=args.tau,
+        seed=args.seed,
+        iou_points=args.iou_points,
+        surface_points=args.surface_points,
+        source=args.source,
+        data_dir=args.data_dir,
+        points=args.points,
+        noise=args.noise,
+        views=args.views,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.reconstructor import Reconstructor
     from ..engine.types import InputError
-    from ..evaluation import EvalSettings, evaluate
+    from ..evaluation import evaluate
 
     try:
         if args.json is not None and not args.json.parent.is_dir():
             raise InputError(f"folder for --json does not exist: {args.json.parent}")
-        settings = EvalSettings(
-            split=args.split,
-            n=args.n,
-            resolution=args.resolution,
-            tau=args.tau,
-            seed=args.seed,
-            iou_points=args.iou_points,
-            surface_points=args.surface_points,
-            source=args.source,
-            data_dir=args.data_dir,
-            points=args.points,
-            noise=args.noise,
-            views=args.views,
-        )
+        settings = settings_from_args(args)
         engine = Reconstructor(args.device, threads=args.threads)
         report = evaluate(engine, args.weights, settings)
     except InputError as e:

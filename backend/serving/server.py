@@ -27,19 +27,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import IO, Any, Protocol
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
-from ..engine.types import (
-    CancelFn,
-    FieldGoneError,
-    MeshResult,
-    ModelInfo,
-    Observation,
-    ProgressFn,
-    ReconstructOptions,
-)
+from ..engine.types import FieldGoneError, MeshResult, ModelInfo, ProgressFn
 from ..wire import schemas
 from ..wire.frames import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -61,6 +53,9 @@ from .requests import (
     result_message,
 )
 
+if TYPE_CHECKING:  # the engine imports torch, which the server loads only in its loader thread
+    from ..engine.reconstructor import Reconstructor as Engine
+
 log = logging.getLogger("backend.serve")
 
 EXIT_OK = 0
@@ -69,38 +64,6 @@ EXIT_BAD_STREAM = 2
 PROGRESS_INTERVAL_S = 0.05  # progress messages per request are at most this frequent (per stage)
 WORKER_JOIN_S = 5.0  # how long ``shutdown`` waits for a cancelled engine call before leaving anyway
 BEFORE_HELLO = frozenset({"hello", "shutdown"})  # the messages accepted before the handshake
-
-
-class Engine(Protocol):
-    """What the server needs from ``backend.engine.reconstructor.Reconstructor``."""
-
-    def models(self) -> Sequence[ModelInfo]: ...
-
-    def reconstruct(
-        self,
-        model: str,
-        observation: Observation,
-        options: ReconstructOptions,
-        progress: ProgressFn | None = None,
-        cancel: CancelFn | None = None,
-    ) -> MeshResult: ...
-
-    def extract(
-        self, field_id: str, tau: float, progress: ProgressFn | None = None, cancel: CancelFn | None = None
-    ) -> MeshResult: ...
-
-    def sample(
-        self,
-        model: str,
-        seed: int,
-        options: ReconstructOptions,
-        progress: ProgressFn | None = None,
-        cancel: CancelFn | None = None,
-    ) -> MeshResult: ...
-
-    def release(self, field_id: str | None = None) -> None: ...
-
-    def warm_up(self) -> None: ...
 
 
 # A request's work on the engine: a mesh (sent as a ``result``) or the whole reply.

@@ -6,6 +6,7 @@ The backend is started exactly as the add-on starts it (``backend_command`` and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -14,8 +15,9 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -639,29 +641,19 @@ def test_an_engine_that_cannot_load_is_reported_at_the_handshake(tmp_path: Path)
     assert status == 1 and "weights folder not found" in err
 
 
-def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_dir: Path) -> None:
-    """The real server and engine on real pipes, in this process, with one fault put into the engine.
+@contextlib.contextmanager
+def in_process_server(load_engine: Any) -> Iterator[Callable[[Message], Message]]:
+    """The real server on real pipes, in a thread of this process, past its handshake.
 
-    An unexpected exception cannot be provoked from outside without a bug to exploit, so the
-    engine's progress report raises one in the middle of MISE.
+    Yields ``ask``, which sends a request and returns its reply (progress skipped). On leaving,
+    the client's end closes, and the server must end in order.
     """
-    import threading
-
-    from backend.engine.reconstructor import Reconstructor
     from backend.serving.server import EXIT_OK, Server
-
-    class FaultyEngine(Reconstructor):
-        def reconstruct(self, model, observation, options, progress=None, cancel=None):  # type: ignore[no-untyped-def]
-            def broken(stage: str, fraction: float) -> None:
-                if stage == "evaluate" and fraction > 0:
-                    raise ZeroDivisionError("a fault inside the engine")
-
-            return super().reconstruct(model, observation, options, broken, cancel)
 
     to_server, from_client = os.pipe()
     to_client, from_server = os.pipe()
     wire_in, wire_out = open(to_server, "rb", buffering=0), open(from_server, "wb", buffering=0)  # noqa: SIM115
-    server = Server(lambda: FaultyEngine(device="cpu", weights_dir=weights_dir), wire_in, wire_out)
+    server = Server(load_engine, wire_in, wire_out)
     status: list[int] = []
     thread = threading.Thread(target=lambda: status.append(server.serve()), daemon=True)
     thread.start()
@@ -676,24 +668,41 @@ def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_
             return reply
 
         assert ask(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION})).type == "ready"
-        request = Message("reconstruct", 7, {"kind": "pointcloud", "options": {}}, {"points": points()})
-        error = ask(request)
-        assert error.type == "error" and error.id == 7
-        assert error.fields["code"] == wire.INTERNAL
-        assert error.fields["message"] == "ZeroDivisionError: a fault inside the engine"
-        assert ask(Message("echo", 8, {"data": "still here"})).fields["data"] == "still here"
+        yield ask
     thread.join(30)
     wire_in.close()
     wire_out.close()
     assert status == [EXIT_OK]
 
 
+def test_an_exception_inside_the_engine_is_answered_and_serving_goes_on(weights_dir: Path) -> None:
+    """The real server and engine on real pipes, in this process, with one fault put into the engine.
+
+    An unexpected exception cannot be provoked from outside without a bug to exploit, so the
+    engine's progress report raises one in the middle of MISE.
+    """
+    from backend.engine.reconstructor import Reconstructor
+
+    class FaultyEngine(Reconstructor):
+        def reconstruct(self, model, observation, options, progress=None, cancel=None):  # type: ignore[no-untyped-def]
+            def broken(stage: str, fraction: float) -> None:
+                if stage == "evaluate" and fraction > 0:
+                    raise ZeroDivisionError("a fault inside the engine")
+
+            return super().reconstruct(model, observation, options, broken, cancel)
+
+    with in_process_server(lambda: FaultyEngine(device="cpu", weights_dir=weights_dir)) as ask:
+        request = Message("reconstruct", 7, {"kind": "pointcloud", "options": {}}, {"points": points()})
+        error = ask(request)
+        assert error.type == "error" and error.id == 7
+        assert error.fields["code"] == wire.INTERNAL
+        assert error.fields["message"] == "ZeroDivisionError: a fault inside the engine"
+        assert ask(Message("echo", 8, {"data": "still here"})).fields["data"] == "still here"
+
+
 def test_only_a_missing_field_is_an_unknown_field() -> None:
     """The server knows a missing cached field by its error type, not by a KeyError's arguments."""
-    import threading
-
     from backend.engine.types import FieldGoneError
-    from backend.serving.server import EXIT_OK, Server
 
     class StubEngine:
         device = "cpu"
@@ -710,23 +719,7 @@ def test_only_a_missing_field_is_an_unknown_field() -> None:
         def release(self, field_id: str | None = None) -> None:
             raise FieldGoneError(field_id)
 
-    to_server, from_client = os.pipe()
-    to_client, from_server = os.pipe()
-    wire_in, wire_out = open(to_server, "rb", buffering=0), open(from_server, "wb", buffering=0)  # noqa: SIM115
-    server = Server(StubEngine, wire_in, wire_out)  # type: ignore[arg-type]
-    status: list[int] = []
-    thread = threading.Thread(target=lambda: status.append(server.serve()), daemon=True)
-    thread.start()
-    with open(from_client, "wb", buffering=0) as out, open(to_client, "rb", buffering=0) as replies:
-        reader = FrameReader(replies, wire.BACKEND_MESSAGES)
-
-        def ask(message: Message) -> Message:
-            out.write(wire.frame_bytes(message))
-            reply = reader.read()
-            assert reply is not None
-            return reply
-
-        assert ask(Message("hello", None, {"protocol_version": wire.PROTOCOL_VERSION})).type == "ready"
+    with in_process_server(StubEngine) as ask:
         gone = ask(Message("extract", 1, {"field_id": "gone", "tau": 0.5}))
         assert (gone.type, gone.id, gone.fields["code"]) == ("error", 1, wire.UNKNOWN_FIELD)
         assert "no cached field 'gone'" in gone.fields["message"]
@@ -735,7 +728,3 @@ def test_only_a_missing_field_is_an_unknown_field() -> None:
         assert other.fields["message"] == "KeyError: 'other'"
         released = ask(Message("release", 3, {"field_id": "gone"}))
         assert (released.id, released.fields["code"]) == (3, wire.UNKNOWN_FIELD)
-    thread.join(30)
-    wire_in.close()
-    wire_out.close()
-    assert status == [EXIT_OK]
