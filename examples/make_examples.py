@@ -4,6 +4,9 @@
 
 - chair_points.ply: 3000 points on the surface of a procedural chair, in metres, Z up,
   standing on the floor 1.2 m along x (a point cloud in a "user" frame, not the unit cube).
+- chair_scan.ply: a denser scan of the same chair as a scanner sees it: 20,000 points seen from
+  three viewpoints above it (so the underside of the seat and the inner faces of the legs are
+  missing), with 2 mm of noise, in binary PLY.
 - chair_voxels.npy: a 32^3 bool occupancy grid of the same chair, indexed [x, y, z], over
   the default bounds [-0.5, 0.5]^3 (the chair centred and scaled to fit).
 - chair.binvox: a 32^3 binvox grid of the chair, whose header places it in metres where
@@ -22,6 +25,15 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 N_POINTS = 3000
+N_SCAN = 20_000
+SCAN_NOISE = 0.002  # metres
+SCAN_EYES = [  # the scanner's viewpoints around the chair's centre, 2.5 m away, 35 degrees up
+    2.5
+    * np.array(
+        [np.cos(np.radians(35)) * np.cos(a), np.cos(np.radians(35)) * np.sin(a), np.sin(np.radians(35))]
+    )
+    for a in np.radians([-60, 60, 180])
+]
 VOXEL_RES = 32
 SEED = 20250101
 
@@ -79,6 +91,44 @@ def surface_points(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(out)[:n]
 
 
+def hidden(points: np.ndarray, eye: np.ndarray) -> np.ndarray:
+    """Whether the segment from each point to the eye passes through a box (slab test)."""
+    direction = eye - points  # the segment is points + t * direction, t in (0, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / direction
+    blocked = np.zeros(len(points), bool)
+    for lo, hi in CHAIR:
+        t0, t1 = (np.array(lo) - points) * inv, (np.array(hi) - points) * inv
+        near = np.nanmax(np.minimum(t0, t1), axis=1)
+        far = np.nanmin(np.maximum(t0, t1), axis=1)
+        blocked |= (far > np.maximum(near, 1e-6)) & (near < 1.0)
+    return blocked
+
+
+def scan_points(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` noisy samples of the surface that at least one of SCAN_EYES sees."""
+    lo = np.min([b[0] for b in CHAIR], axis=0)
+    hi = np.max([b[1] for b in CHAIR], axis=0)
+    centre = (lo + hi) / 2
+    out: list[np.ndarray] = []
+    while sum(len(o) for o in out) < n:
+        p = surface_points(4 * n, rng)
+        seen = np.zeros(len(p), bool)
+        for eye in SCAN_EYES:
+            seen |= ~hidden(p, centre + eye)
+        out.append(p[seen])
+    points = np.concatenate(out)[:n]
+    return points + rng.normal(0.0, SCAN_NOISE, points.shape)
+
+
+def write_binary_ply(path: Path, points: np.ndarray) -> None:
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(points)}\n"
+        "property float x\nproperty float y\nproperty float z\nend_header\n"
+    )
+    path.write_bytes(header.encode("ascii") + points.astype("<f4").tobytes())
+
+
 def write_ply(path: Path, points: np.ndarray) -> None:
     properties = "".join(f"property float {axis}\n" for axis in "xyz")
     header = f"ply\nformat ascii 1.0\nelement vertex {len(points)}\n{properties}end_header\n"
@@ -125,6 +175,7 @@ def main(out: Path = HERE) -> None:
     rng = np.random.default_rng(SEED)
     points = surface_points(N_POINTS, rng)
     write_ply(out / "chair_points.ply", points + OFFSET)
+    write_binary_ply(out / "chair_scan.ply", scan_points(N_SCAN, rng) + OFFSET)
     lo = np.min([b[0] for b in CHAIR], axis=0)
     hi = np.max([b[1] for b in CHAIR], axis=0)
     center, side = (lo + hi) / 2, float((hi - lo).max())
@@ -133,7 +184,8 @@ def main(out: Path = HERE) -> None:
     margin = side * 0.05
     cube_lo, cube_side = center - side / 2 - margin, side + 2 * margin
     write_binvox(out / "chair.binvox", voxelize(cube_lo, cube_side, VOXEL_RES), cube_lo + OFFSET, cube_side)
-    print(f"wrote chair_points.ply ({N_POINTS} points), chair_voxels.npy, chair.binvox to {out}")
+    names = f"chair_points.ply ({N_POINTS} points), chair_scan.ply ({N_SCAN}), chair_voxels.npy, chair.binvox"
+    print(f"wrote {names} to {out}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_the_shipped_examples_are_what_the_script_makes(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(EXAMPLES / "make_examples.py"), str(tmp_path)], check=True, capture_output=True
     )
-    for name in ("chair_points.ply", "chair_voxels.npy", "chair.binvox"):
+    for name in ("chair_points.ply", "chair_scan.ply", "chair_voxels.npy", "chair.binvox"):
         assert digest(tmp_path / name) == digest(EXAMPLES / name), name
 
 
@@ -59,6 +59,20 @@ def test_point_cloud_files(tmp_path: Path) -> None:
     npy = tmp_path / "cloud.npy"
     np.save(npy, obs.points)
     np.testing.assert_array_equal(read_observation(npy).points, obs.points)
+
+
+def test_the_example_scan_is_binary_and_misses_the_underside() -> None:
+    """chair_scan.ply: 20,000 noisy points seen from above, so no point lies under the seat."""
+    assert (EXAMPLES / "chair_scan.ply").read_bytes().startswith(b"ply\nformat binary_little_endian")
+    scan = read_observation(EXAMPLES / "chair_scan.ply").points
+    chair = read_observation(EXAMPLES / "chair_points.ply").points
+    assert scan is not None and chair is not None and scan.shape == (20_000, 3)
+    np.testing.assert_allclose(scan.min(axis=0), chair.min(axis=0), atol=0.01)
+    np.testing.assert_allclose(scan.max(axis=0), chair.max(axis=0), atol=0.01)
+    local = scan - chair.min(axis=0)  # the chair's own frame: the seat spans z 0.42 to 0.46
+    inner = (local[:, :2] > 0.08).all(axis=1) & (local[:, :2] < 0.36).all(axis=1)
+    assert (inner & (np.abs(local[:, 2] - 0.46) < 0.005)).sum() > 500  # the seat's top is scanned
+    assert (inner & (np.abs(local[:, 2] - 0.42) < 0.005)).sum() == 0  # its underside is not
 
 
 def test_voxel_files_and_their_bounds(tmp_path: Path) -> None:
