@@ -13,9 +13,10 @@ result lands where the input was.
   new grid is occupied when any of its sub-samples falls in an occupied input voxel,
   like the training data's "the solid touches the voxel" rule. A cubic 32^3 grid maps
   one to one.
-- Images: RGBA is composited on white, the image is padded to a square with white and
-  resized to the model's input size. An image has no 3D frame of its own: the mesh is
-  returned in the normalised camera frame (x right, y up, looking down -z).
+- Images: the object is found and cropped as the training renders frame it (``framing.py``),
+  then resized to the model's input size. An image has no 3D frame of its own: the mesh is
+  returned in the camera frame of the whole picture (x right, y up, looking down -z), which
+  the crop decides.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from PIL import Image
 
 from ..wire.constants import VOXEL_RES
+from .framing import Framing, frame, object_mask
 from .types import InputError
 
 MIN_POINTS = 10
@@ -188,8 +190,8 @@ def _resample(occ: np.ndarray, bounds: np.ndarray, frame: UserFrame, shape: np.n
     return samples.any(axis=(1, 3, 5))
 
 
-def prepare_image(image: object, size: int) -> Prepared:
-    """An (H, W[, C]) image -> (1, 3, size, size) float32 in [0, 1], RGBA composited on white."""
+def read_picture(image: object) -> tuple[np.ndarray, np.ndarray | None]:
+    """An (H, W[, C]) image, checked -> (H, W, 3) float32 colour in [0, 1] and its alpha, if any."""
     arr = _as_array(image, "image")
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -204,17 +206,32 @@ def prepare_image(image: object, size: int) -> Prepared:
         if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
             raise InputError("a float image must hold finite values in [0, 1]")
     if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.shape[2] == 4:
-        alpha = img[:, :, 3:]
-        img = img[:, :, :3] * alpha + (1.0 - alpha)
-    h, w = img.shape[:2]
-    side = max(h, w)
-    square = np.ones((side, side, 3), np.float32)
-    top, left = (side - h) // 2, (side - w) // 2
-    square[top : top + h, left : left + w] = img
+        return np.repeat(img, 3, axis=2), None
+    return img[:, :, :3], (img[:, :, 3] if img.shape[2] == 4 else None)
+
+
+def prepare_image(image: object, size: int, framed: bool = True, mask: np.ndarray | None = None) -> Prepared:
+    """An (H, W[, C]) image -> (1, 3, size, size) float32 in [0, 1] and the crop's frame.
+
+    ``framed``: the object is found and cropped as the training renders frame it
+    (``framing.py``); otherwise the whole picture, RGBA composited on white, is padded to a
+    square with white, as the model's own renders are made.
+    """
+    rgb, alpha = read_picture(image)
+    if framed:
+        square, framing = frame(rgb, object_mask(rgb, alpha, mask))
+    else:
+        if alpha is not None:
+            rgb = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+        h, w = rgb.shape[:2]
+        side = max(h, w)
+        square = np.ones((side, side, 3), np.float32)
+        top, left = (side - h) // 2, (side - w) // 2
+        square[top : top + h, left : left + w] = rgb
+        framing = Framing.whole()
     pil = Image.fromarray(np.round(square * 255).astype(np.uint8))
-    if side != size:
+    if pil.size != (size, size):
         pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     out = np.asarray(pil, np.float32) / 255.0
-    return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], UserFrame.identity(), [])
+    centre, scale = framing.to_picture()
+    return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], UserFrame(centre, scale), [])

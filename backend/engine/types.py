@@ -46,13 +46,15 @@ class Observation:
     - voxels: (D, D, D) bool/uint8/float occupancy indexed grid[x, y, z]; ``bounds`` (2, 3) float
       gives the min and max corner of the grid in the user frame (default: the unit cube
       [-0.5, 0.5]^3).
-    - image: (H, W, 3) or (H, W, 4) uint8 or float32 in [0, 1]; RGBA is composited on white.
+    - image: (H, W, 3) or (H, W, 4) uint8 or float32 in [0, 1]; ``mask`` (H, W), optional, says
+      where the object is (engine/framing.py finds it by alpha or the backdrop otherwise).
     """
 
     points: np.ndarray | None = None
     voxels: np.ndarray | None = None
     bounds: np.ndarray | None = None
     image: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
 
 @dataclass

@@ -41,7 +41,7 @@ class Image(InputKind):
         return PixelFeatures(encoder.feature_channels)
 
     def prepare(self, observation: Observation, meta: ModelMeta, options: ReconstructOptions) -> Prepared:
-        return prepare_image(observation.image, int(meta.config.get("image_size", 64)))
+        return prepare_image(observation.image, int(meta.config.get("image_size", 64)), mask=observation.mask)
 
     def observe(
         self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None

@@ -23,7 +23,7 @@ TINY = {"hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16, "encoder
 EXAMPLE = {
     "points": np.random.default_rng(0).normal(size=(50, 3)),
     "voxels": np.ones((4, 4, 4), bool),
-    "image": np.zeros((8, 8, 3), np.uint8),
+    "image": np.pad(np.zeros((4, 4, 3), np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=255),
 }
 
 

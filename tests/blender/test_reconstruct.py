@@ -224,6 +224,9 @@ def test_image_empty_result_stands_in_front_of_the_picture(addon: ModuleType) ->
 
 def test_image_chosen_in_the_panel(addon: ModuleType) -> None:
     image = bpy.data.images.new("sketch", 32, 32)
+    pixels = np.ones((32, 32, 4), np.float32)
+    pixels[8:24, 8:24, :3] = 0.2  # a dark square on white, centred
+    image.pixels.foreach_set(pixels.ravel())
     bpy.context.scene.occupancy.image = image
     bpy.context.scene.cursor.location = (1.0, 1.0, 1.0)
     choice = addon.scene_inputs.detect(bpy.context, None, chosen_image=image)

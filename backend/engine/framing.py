@@ -1,0 +1,114 @@
+"""Framing a user's picture the way the image model's training renders are framed.
+
+A picture is shot and cropped however its owner likes: the object may fill a tenth of it or all
+of it, off centre, on a coloured backdrop. The image model only ever saw its own renders: the
+object centred, its silhouette's longest side about TRAINING_FILL of the picture, on a plain light
+background. So before the model looks at a picture, the object is found (alpha, a mask the user
+gives, or the backdrop's colour read from the picture's border), cut out onto white, and cropped
+to a square around it that frames it as in training.
+
+The crop decides the result's place and size: the model predicts in the crop's camera frame, and
+``Framing.frame`` maps that back to the camera frame of the whole picture (padded to a square), as
+if the crop were a smaller sensor on the same camera. This treats the crop as if it were on the
+optical axis (exact for a centred object, a small rotation otherwise), the usual weak-perspective
+approximation for a reference picture whose real camera is unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
+from .types import InputError
+
+# Median over procedural training renders of the silhouette box's longest side, as a fraction of
+# the picture's side (0.36 to 0.80, median 0.69: the object's 3D box has longest side 1).
+TRAINING_FILL = 0.69
+BORDER_TOLERANCE = 0.1  # a pixel this far from the backdrop's colour (max over channels) is object
+MIN_PLAIN_BORDER = 0.6  # the share of border pixels that must match the backdrop's colour
+MIN_OBJECT_PIXELS = 4
+
+
+def view_width() -> float:
+    """Width of the model camera's square view at the object's centre, in model units."""
+    return 2.0 * CAMERA_DISTANCE * float(np.tan(np.radians(FOV_DEGREES) / 2.0))
+
+
+@dataclass(frozen=True)
+class Framing:
+    """The model's square crop of a picture, in units of the picture's longest side.
+
+    ``centre`` is measured from the picture's centre, x to the right and y up; ``side`` is the
+    crop's side (1: the whole picture, padded to a square, as without framing).
+    """
+
+    centre: tuple[float, float]
+    side: float
+
+    @staticmethod
+    def whole() -> Framing:
+        return Framing((0.0, 0.0), 1.0)
+
+    def to_picture(self) -> tuple[np.ndarray, float]:
+        """(centre, scale) of the map from the crop's camera frame to the whole picture's."""
+        width = view_width()
+        return np.array([self.centre[0] * width, self.centre[1] * width, 0.0]), self.side
+
+
+def object_mask(
+    rgb: np.ndarray, alpha: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Where the object is in an (H, W, 3) float picture in [0, 1], as (H, W) weights in [0, 1].
+
+    A mask the user gives wins; then alpha, unless the picture is opaque everywhere; otherwise the
+    backdrop's colour is the median colour of the picture's border, which most of the border must
+    share.
+    """
+    if mask is not None:
+        weights = np.asarray(mask, np.float32)
+        if weights.shape != rgb.shape[:2]:
+            size, picture = weights.shape[::-1], rgb.shape[1::-1]
+            raise InputError(f"the mask is {size} pixels but the picture is {picture}")
+        return np.clip(weights / max(float(weights.max()), 1e-6), 0.0, 1.0)
+    if alpha is not None and float(alpha.min()) < 0.99:
+        return alpha.astype(np.float32)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    backdrop = np.median(border, axis=0)
+    plain = (np.abs(border - backdrop).max(axis=1) <= BORDER_TOLERANCE).mean()
+    if plain < MIN_PLAIN_BORDER:
+        raise InputError(
+            "no plain background along the picture's border to tell the object from: "
+            "use a picture with transparency, a plain backdrop with some space around the object, or a mask"
+        )
+    distance = np.abs(rgb - backdrop).max(axis=2)
+    # soft edges: anti-aliased pixels between backdrop and object get partial weight
+    return np.clip((distance - BORDER_TOLERANCE / 2) / (BORDER_TOLERANCE / 2), 0.0, 1.0)
+
+
+def frame(rgb: np.ndarray, weights: np.ndarray, fill: float = TRAINING_FILL) -> tuple[np.ndarray, Framing]:
+    """The object cut out onto white and cropped to a square it fills as in training.
+
+    Returns the square crop, (S, S, 3) float32 (S is the crop's side in the picture's pixels, at
+    least 1), and its ``Framing``. Raises InputError if no object, or nothing but object, is found.
+    """
+    h, w = weights.shape
+    found = weights > 0.5
+    count = int(found.sum())
+    if count < MIN_OBJECT_PIXELS:
+        raise InputError("no object found in the picture: it looks like its background everywhere")
+    if count == found.size:
+        raise InputError("the object covers the whole picture: leave background around it, or give a mask")
+    rows, cols = np.flatnonzero(found.any(axis=1)), np.flatnonzero(found.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(int(np.ceil(max(bottom - top, right - left) / fill)), 1)
+    cy, cx = (top + bottom) / 2.0, (left + right) / 2.0
+    y0, x0 = int(round(cy - side / 2.0)), int(round(cx - side / 2.0))
+    cut = rgb * weights[..., None] + (1.0 - weights[..., None])  # onto white, like training's backdrop
+    square = np.ones((side, side, 3), np.float32)
+    ys, xs = slice(max(y0, 0), min(y0 + side, h)), slice(max(x0, 0), min(x0 + side, w))
+    square[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = cut[ys, xs]
+    longest = float(max(h, w))
+    centre = ((x0 + side / 2.0 - w / 2.0) / longest, -(y0 + side / 2.0 - h / 2.0) / longest)
+    return square, Framing(centre, side / longest)

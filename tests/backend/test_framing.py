@@ -1,0 +1,114 @@
+"""Framing a user's picture as the training renders are framed (backend/engine/framing.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.engine.framing import TRAINING_FILL, Framing, frame, object_mask, view_width
+from backend.engine.observation import prepare_image
+from backend.engine.reconstructor import Reconstructor
+from backend.engine.types import InputError, Observation, ReconstructOptions
+
+
+def picture(size: tuple[int, int], box: tuple[int, int, int, int], backdrop=(0.2, 0.5, 0.3)) -> np.ndarray:
+    """An (H, W, 3) float picture: a two-tone block (rows top:bottom, cols left:right) on a backdrop."""
+    h, w = size
+    top, bottom, left, right = box
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = backdrop
+    img[top:bottom, left:right] = (0.9, 0.8, 0.1)
+    img[top : (top + bottom) // 2, left:right] = (0.7, 0.1, 0.1)
+    return img
+
+
+def test_the_backdrop_colour_comes_from_the_border() -> None:
+    img = picture((40, 60), (10, 30, 20, 35))
+    weights = object_mask(img)
+    assert weights[10:30, 20:35].min() == 1.0 and weights.sum() == 20 * 15
+
+
+def test_alpha_wins_over_the_border_and_a_mask_over_both() -> None:
+    img = picture((32, 32), (4, 28, 4, 28))
+    alpha = np.zeros((32, 32), np.float32)
+    alpha[8:12, 8:12] = 1.0
+    assert object_mask(img, alpha).sum() == 16
+    mask = np.zeros((32, 32), bool)
+    mask[20:22, 20:30] = True
+    assert object_mask(img, alpha, mask).sum() == 20
+    assert object_mask(img, np.ones((32, 32), np.float32)).sum() == 24 * 24  # opaque: alpha says nothing
+
+
+def test_a_loose_and_a_tight_picture_of_one_object_give_the_same_crop() -> None:
+    tight, tight_framing = frame(*with_mask(picture((40, 40), (8, 32, 10, 30))))
+    loose, loose_framing = frame(*with_mask(picture((200, 300), (40, 160, 150, 250))))
+    assert tight.shape == (35, 35, 3) and loose.shape == (174, 174, 3)  # 24 / 0.69 and 120 / 0.69 pixels
+    np.testing.assert_allclose(box_in(loose), box_in(tight), atol=0.03)  # the object sits alike in both
+    # the crop says where the object was: centred in the tight picture, right of centre in the loose one
+    assert tight_framing.centre == pytest.approx((0.0, 0.0), abs=0.02)
+    assert loose_framing.centre[0] == pytest.approx((200 - 150) / 300, abs=0.01)
+    assert loose_framing.centre[1] == pytest.approx(-(100 - 100) / 300, abs=0.01)
+    assert loose_framing.side == pytest.approx(120 / TRAINING_FILL / 300, abs=0.01)
+
+
+def with_mask(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return img, object_mask(img)
+
+
+def box_in(crop: np.ndarray) -> np.ndarray:
+    """The object's box in a square crop: top, left, bottom, right as fractions of its side."""
+    found = object_mask(crop) > 0.5
+    rows, cols = np.flatnonzero(found.any(axis=1)), np.flatnonzero(found.any(axis=0))
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]) / len(crop)
+
+
+def test_the_crop_maps_back_to_the_whole_pictures_camera_frame() -> None:
+    centre, scale = Framing((0.25, -0.1), 0.5).to_picture()
+    np.testing.assert_allclose(centre, [0.25 * view_width(), -0.1 * view_width(), 0.0])
+    assert scale == 0.5
+    whole_centre, whole_scale = Framing.whole().to_picture()
+    assert whole_scale == 1.0 and not whole_centre.any()
+
+
+@pytest.mark.parametrize(
+    ("img", "message"),
+    [
+        (np.full((16, 16, 3), 0.7, np.float32), "no object found"),
+        (np.random.default_rng(0).random((16, 16, 3)).astype(np.float32), "no plain background"),
+    ],
+)
+def test_pictures_without_a_findable_object_are_refused(img: np.ndarray, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        frame(img, object_mask(img))
+
+
+def test_masks_that_are_empty_cover_everything_or_do_not_fit_are_refused() -> None:
+    img = picture((16, 16), (4, 12, 4, 12))
+    with pytest.raises(InputError, match="no object found"):
+        frame(img, object_mask(img, mask=np.zeros((16, 16))))
+    with pytest.raises(InputError, match="covers the whole picture"):
+        frame(img, object_mask(img, mask=np.ones((16, 16))))
+    with pytest.raises(InputError, match=r"the mask is \(8, 16\) pixels but the picture is \(16, 16\)"):
+        object_mask(img, mask=np.ones((16, 8)))
+
+
+def test_without_framing_the_whole_picture_is_padded_as_before() -> None:
+    img = picture((20, 40), (5, 15, 10, 30))
+    prepared = prepare_image(img, 40, framed=False)
+    assert prepared.frame.scale == 1.0 and not prepared.frame.center.any()
+    x = prepared.inputs[0].numpy()
+    assert np.allclose(x[:, :10], 1.0) and np.allclose(x[:, 30:], 1.0)  # white padding above and below
+
+
+def test_a_loose_picture_gives_the_tight_pictures_shape_at_its_own_size() -> None:
+    """End to end with the shipped image model: the object at a fifth of the size in a picture
+    five times as large is the same mesh, scaled and moved with the picture."""
+    engine = Reconstructor("cpu")
+    options = ReconstructOptions(resolution=32, keep_field=False)
+    tight = engine.reconstruct("image", Observation(image=picture((40, 40), (8, 32, 10, 30))), options)
+    loose = engine.reconstruct("image", Observation(image=picture((200, 200), (88, 112, 90, 110))), options)
+    assert len(tight.vertices) and len(loose.vertices)
+    size_tight = np.ptp(tight.vertices, axis=0)
+    size_loose = np.ptp(loose.vertices, axis=0)
+    np.testing.assert_allclose(size_loose * 5, size_tight, rtol=0.1)
+    np.testing.assert_allclose(loose.vertices.mean(axis=0) * 5, tight.vertices.mean(axis=0), atol=0.05)
