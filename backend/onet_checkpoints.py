@@ -222,9 +222,10 @@ def read_original(path: Path) -> dict[str, Any]:
         raise OriginalCheckpointError(
             f"{path} has no 'model' entry, where the original keeps its parameters (found {found})"
         )
-    if not isinstance(top["model"], dict):
+    state = top["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise OriginalCheckpointError(
-            f"{path}: its 'model' entry is a {type(top['model']).__name__}, not a state dict"
+            f"{path}: its 'model' entry is not a state dict (parameter names to tensors)"
         )
     return top
 

@@ -232,6 +232,8 @@ def _bad_checkpoints(folder: Path) -> dict[str, tuple[Path, str]]:
     )
     (folder / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     cases["noise"] = (folder / "noise.pt", "is not a PyTorch checkpoint")
+    torch.save({"model": [good]}, folder / "list.pt")
+    cases["list"] = (folder / "list.pt", "its 'model' entry is not a state dict")
     torch.save({"weights": good}, folder / "no-model.pt")
     cases["no-model"] = (folder / "no-model.pt", "has no 'model' entry")
     torch.save({"model": good, "trainer": RunsCode(folder / "marker")}, folder / "code.pt")
