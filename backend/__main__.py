@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model from a config file"),
     "evaluate": ("evaluate", "evaluate a checkpoint on a held-out test set"),
     "prepare-meshes": ("prepare_meshes", "turn a folder of meshes into a training dataset"),
+    "import-checkpoint": (
+        "import_checkpoint",
+        "convert a published checkpoint of the original Occupancy Networks into a model file",
+    ),
     "info": ("info", "print the backend's and torch's versions and the GPUs, as JSON"),
 }
 

@@ -62,9 +62,13 @@ def save_weights(path: str | Path, model: OccupancyNetwork, meta: ModelMeta, hal
         tensors[k] = v.half() if half and v.is_floating_point() else v
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(asdict(meta))}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.chmod(tmp, 0o644)  # a model file is for everyone to read, like any other installed file
-    tmp.replace(path)
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        os.chmod(tmp, 0o644)  # a model file is for everyone to read, like any other installed file
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor the old one changed
+        raise
 
 
 def read_meta(path: str | Path) -> ModelMeta:

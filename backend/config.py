@@ -43,6 +43,12 @@ class ModelConfig:
     # input points at each query (models/patches.py), detail finer than the grid's cells; 0: off
     neighbours: int = 0
     patch_width: int = 32  # channels of the patch features
+    # the voxel CNN reads occupancy minus this (this project's models centre it; the original
+    # Occupancy Networks feed 0/1 and read 0 here: an imported model keeps its own input)
+    voxel_offset: float = 0.5
+    # the VAE's latent encoder applies a ReLU to its pooled feature before the mean and log-std
+    # heads (this project's models; the original's has none, so an imported one reads false)
+    latent_pool_relu: bool = True
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -52,6 +58,7 @@ class ModelConfig:
         for name in ("hidden", "n_blocks", "encoder_hidden", "encoder_width", "image_size"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        _finite(self.voxel_offset, "model.voxel_offset")
         if self.grid_res <= 0 or self.grid_res % 8:
             raise ConfigError(f"model.grid_res must be a positive multiple of 8, got {self.grid_res}")
         if self.z_dim < 0 or self.c_dim < 0:

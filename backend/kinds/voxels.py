@@ -32,7 +32,7 @@ class Voxels(InputKind):
         return (size, size, size)
 
     def encoder(self, cfg: ModelConfig) -> nn.Module:
-        return VoxelCNN(cfg.c_dim, cfg.encoder_width)
+        return VoxelCNN(cfg.c_dim, cfg.encoder_width, cfg.voxel_offset)
 
     def local_features(self, cfg: ModelConfig, encoder: nn.Module | None) -> LocalFeatures | None:
         return VoxelFeatures() if cfg.local_features else None

@@ -46,9 +46,10 @@ class ResnetPointNet(nn.Module):
 class VoxelCNN(nn.Module):
     """3D CNN for 32^3 grids: one conv, then four stride-2 convs down to 2^3, then a linear layer."""
 
-    def __init__(self, c_dim: int = 128, width: int = 32) -> None:
+    def __init__(self, c_dim: int = 128, width: int = 32, offset: float = 0.5) -> None:
         super().__init__()
         w = width
+        self.offset = offset
         self.conv_in = nn.Conv3d(1, w, 3, padding=1)
         self.convs = nn.ModuleList(
             nn.Conv3d(w * 2**i, w * 2 ** (i + 1), 3, stride=2, padding=1) for i in range(4)
@@ -56,8 +57,8 @@ class VoxelCNN(nn.Module):
         self.fc = nn.Linear(w * 16 * 8, c_dim)
 
     def forward(self, voxels: torch.Tensor) -> torch.Tensor:
-        # the original feeds occupancy in {-0.5, 0.5}; centring helps the first conv
-        net = self.conv_in(voxels.unsqueeze(1) - 0.5)
+        # centring (offset 0.5) helps the first conv; the original's own models read 0/1 (offset 0)
+        net = self.conv_in(voxels.unsqueeze(1) - self.offset)
         for conv in self.convs:
             net = conv(torch.relu(net))
         return self.fc(torch.relu(net.flatten(1)))
@@ -147,8 +148,9 @@ class ResNet18(nn.Module):
 class LatentPointNet(nn.Module):
     """q(z | points, occupancies[, c]) of the VAE: a small PointNet over (point, occupancy) pairs."""
 
-    def __init__(self, z_dim: int = 128, c_dim: int = 0, hidden: int = 128) -> None:
+    def __init__(self, z_dim: int = 128, c_dim: int = 0, hidden: int = 128, pool_relu: bool = True) -> None:
         super().__init__()
+        self.pool_relu = pool_relu  # a ReLU on the pooled feature (the original's encoder has none)
         self.fc_pos = nn.Linear(3, hidden)
         self.fc_occ = nn.Linear(1, hidden)
         self.fc_c = nn.Linear(c_dim, hidden) if c_dim > 0 else None
@@ -167,7 +169,9 @@ class LatentPointNet(nn.Module):
         net = self.fc_0(torch.relu(net))
         net = self.fc_1(torch.relu(torch.cat([net, _max_pool(net)], dim=2)))
         net = self.fc_2(torch.relu(torch.cat([net, _max_pool(net)], dim=2)))
-        net = torch.relu(net.max(dim=1).values)
+        net = net.max(dim=1).values
+        if self.pool_relu:
+            net = torch.relu(net)
         return self.fc_mean(net), self.fc_logstd(net)
 
 

@@ -180,6 +180,10 @@ def build_model(cfg: ModelConfig) -> OccupancyNetwork:
         decoder = DecoderCBatchNorm(cfg.c_dim, cfg.z_dim, cfg.hidden, cfg.n_blocks, point_dim)
     else:
         decoder = DecoderSimple(cfg.c_dim, cfg.z_dim, cfg.hidden, cfg.n_blocks)
-    latent = LatentPointNet(cfg.z_dim, cfg.c_dim, cfg.encoder_hidden) if cfg.z_dim > 0 else None
+    latent = (
+        LatentPointNet(cfg.z_dim, cfg.c_dim, cfg.encoder_hidden, cfg.latent_pool_relu)
+        if cfg.z_dim > 0
+        else None
+    )
     shape = spec.input_shape(spec.input_size(cfg)) if spec.array is not None else ()
     return OccupancyNetwork(encoder, decoder, latent, cfg.z_dim, cfg.c_dim, cfg.kind, shape, local)
