@@ -49,6 +49,7 @@ def make_folder(folder: Path) -> list[str]:
     return ["chair_points", "chair_voxels", "chair_grid", "sphere", "box"]
 
 
+@pytest.mark.slow
 def test_a_folder_is_reconstructed_failures_summarised_and_a_rerun_skips_what_is_done(
     engine_weights: Path, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_a_folder_is_reconstructed_failures_summarised_and_a_rerun_skips_what_is
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.ply") if p.name in stamps} == stamps
 
 
+@pytest.mark.slow
 def test_subfolders_are_read_with_recursive_and_kept(
     engine_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
