@@ -84,8 +84,8 @@ class Tally:
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def check_usage(args: argparse.Namespace) -> list[Slot]:
-    """The workers to start; InputError for anything that would fail every file."""
+def check_usage(args: argparse.Namespace) -> tuple[str, int | None, int]:
+    """The device's type, index and GPU count; InputError for anything that would fail every file."""
     from ..engine.reconstructor import Reconstructor
 
     if not args.input_dir.is_dir():
@@ -105,12 +105,12 @@ def check_usage(args: argparse.Namespace) -> list[Slot]:
         import torch
 
         gpu_count = torch.cuda.device_count()
-    return plan_slots(device.type, device.index, gpu_count, args.workers, usable_cores())
+    return device.type, device.index, gpu_count
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        slots = check_usage(args)
+        device_type, index, gpu_count = check_usage(args)
         inputs = find_inputs(args.input_dir, args.recursive, args.output_dir.resolve())
         if not inputs:
             hint = "" if args.recursive else " (--recursive reads subfolders)"
@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             targets[source].parent.mkdir(parents=True, exist_ok=True)
             todo.append(Job(source, targets[source], args.model, options_from(args)))
+    slots = plan_slots(device_type, index, gpu_count, args.workers, usable_cores())
+    if 0 < len(todo) < len(slots):  # no idle workers: the ones there are get the cores
+        slots = plan_slots(device_type, index, gpu_count, len(todo), usable_cores())
     started = time.perf_counter()
     from tqdm import tqdm
 
