@@ -17,6 +17,7 @@ from .allocator import ensure_fast_allocator
 # command name -> (module under backend.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "reconstruct": ("reconstruct", "reconstruct a mesh from a point cloud, voxel grid or image"),
+    "reconstruct-many": ("reconstruct_many", "reconstruct every observation file in a folder, in parallel"),
     "sample": ("sample", "sample a new shape from the unconditional model"),
     "serve": ("serve", "serve requests over stdin/stdout (used by the Blender add-on)"),
     "train": ("train", "train a model from a config file"),

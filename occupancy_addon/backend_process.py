@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .torch_build import describe_version
+
 
 class BackendCommandError(RuntimeError):
     """A backend command could not start, failed or did not answer in time."""
@@ -67,6 +69,10 @@ class TorchInfo:
     version: str
     cuda: bool
     gpus: tuple[str, ...]
+
+    def build_text(self) -> str:
+        """Which build of torch this is ("CUDA 12.8 build", "CPU build", ...)."""
+        return describe_version(self.version)
 
     def device_text(self, preference: str = "auto") -> str:
         """The device the backend will use with the device ``preference``, in words."""

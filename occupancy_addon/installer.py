@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backend_python import venv_python
+from .torch_build import LABELS, record_script, torch_install_arguments
 
 # The backend's dependencies (pyproject.toml's [project.dependencies]; a test keeps them in step).
 REQUIREMENTS = (
@@ -36,13 +37,21 @@ class Step:
     share: float  # of the whole installation's progress bar
 
 
-def install_steps(base_python: Path, venv: Path, packages: tuple[str, ...] = REQUIREMENTS) -> list[Step]:
-    """Create ``venv`` with ``base_python`` and pip-install ``packages`` into it."""
+def install_steps(
+    base_python: Path, venv: Path, build: str = "DEFAULT", packages: tuple[str, ...] = REQUIREMENTS
+) -> list[Step]:
+    """Create ``venv`` with ``base_python``, install torch as ``build`` (see ``torch_build``), then
+    the other ``packages`` from PyPI, then check that torch imports and record its build."""
     python = str(venv_python(venv))
-    pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    install = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install"]
+    install += ["--progress-bar", "off"]
+    torch = next(p for p in packages if p.startswith("torch"))
+    others = [p for p in packages if p != torch]
     return [
-        Step("Creating the environment", [str(base_python), "-m", "venv", str(venv)], 0.1),
-        Step("Installing packages", [*pip, "install", "--progress-bar", "off", *packages], 0.9),
+        Step("Creating the environment", [str(base_python), "-m", "venv", str(venv)], 0.05),
+        Step(f"Installing torch ({LABELS[build]})", [*install, *torch_install_arguments(build, torch)], 0.6),
+        Step("Installing packages", [*install, *others], 0.3),
+        Step("Checking torch", [python, "-c", record_script(venv, build)], 0.05),
     ]
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import preview, runtime, settings, storage
+from . import preview, runtime, settings
 from .backend_link import BackendMissingError, backend_root, load_protocol
 from .backend_process import BackendCommandError, probe_backend
 from .backend_python import BackendPythonNotFoundError
@@ -33,6 +33,7 @@ from .results import warnings_of as _warnings
 from .scene_inputs import MODES
 from .service import BackendRequest
 from .settings import addon_preferences
+from .torch_build import TorchBuildError, choose_build, has_nvidia_gpu, read_record
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -378,8 +379,15 @@ class OCC_OT_install_backend(bpy.types.Operator):
         if runtime.installer is not None and not runtime.installer.finished:
             self.report({"ERROR"}, "The backend is already being installed")
             return None
-        venv = storage.user_dir(__package__, "venv", create=False)
-        runtime.installer = InstallJob(install_steps(Path(sys.executable), venv)).start()
+        preferences = addon_preferences(context)
+        choice = preferences.torch_build if preferences is not None else "AUTO"
+        try:
+            build = choose_build(choice, sys.platform, has_nvidia_gpu(sys.platform))
+        except TorchBuildError as error:
+            self.report({"ERROR"}, f"Cannot install the backend: {error}")
+            return None
+        steps = install_steps(Path(sys.executable), settings.installed_venv(), build)
+        runtime.installer = InstallJob(steps).start()
         return runtime.installer
 
     def execute(self, context: bpy.types.Context) -> set[OperatorReturnItems]:
@@ -416,7 +424,8 @@ class OCC_OT_install_backend(bpy.types.Operator):
             self.report({"ERROR"}, job.error)
             return {"CANCELLED"}
         runtime.service.restart()  # the next request uses the new environment
-        self.report({"INFO"}, "Backend installed; press Check Backend to see its torch and device")
+        installed = read_record(settings.installed_venv()) or "torch"
+        self.report({"INFO"}, f"Backend installed ({installed}); press Check Backend to see its device")
         return {"FINISHED"}
 
 

@@ -13,6 +13,7 @@ from .progress import describe, overall_fraction
 from .properties import AUTO_MODEL, OCC_PG_settings, result_settings, scene_settings
 from .results import choose_model
 from .scene_inputs import detect
+from .settings import addon_preferences
 
 
 def _draw_status(layout: bpy.types.UILayout) -> None:
@@ -192,8 +193,11 @@ class OCC_PT_backend(_SidebarTab, bpy.types.Panel):
         layout = self.layout
         assert layout is not None
         layout.label(text=runtime.service.describe())
-        if runtime.status.torch is not None:
-            layout.label(text=f"torch {runtime.status.torch.version}")
+        torch = runtime.status.torch
+        if torch is not None:
+            preferences = addon_preferences(context)
+            layout.label(text=f"torch {torch.version} ({torch.build_text()})")
+            layout.label(text=torch.device_text(preferences.device if preferences else "auto"))
         layout.operator("occupancy.check_backend", icon="CHECKMARK")
         layout.operator("occupancy.restart_backend", text="Release GPU Memory", icon="FILE_REFRESH")
 

@@ -11,7 +11,14 @@ from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringPrope
 from . import runtime, settings
 from .backend_python import ENV_VAR
 from .model_files import WEIGHTS_ENV_VAR
+from .torch_build import read_record
 
+TORCH_BUILD_ITEMS = [
+    ("AUTO", "Auto", "CUDA build with an NVIDIA GPU, otherwise CPU build (macOS: PyPI's build, with Metal)"),
+    ("CUDA", "CUDA", "torch's CUDA build from PyTorch's package index (Windows and Linux)"),
+    ("CPU", "CPU", "torch's CPU-only build from PyTorch's package index (smaller download)"),
+    ("DEFAULT", "Default", "The build PyPI gives this platform"),
+]
 DEVICE_ITEMS = [
     ("auto", "Auto", "CUDA when the backend's torch sees a GPU, otherwise CPU"),
     ("cuda", "CUDA", "Run the network on the GPU (needs a CUDA build of torch)"),
@@ -56,6 +63,12 @@ class OCC_AddonPreferences(bpy.types.AddonPreferences):
         ),
         subtype="FILE_PATH",
     )
+    torch_build: EnumProperty(  # type: ignore[valid-type]
+        name="Torch Build",
+        description="Which build of torch Install Backend installs",
+        items=TORCH_BUILD_ITEMS,
+        default="AUTO",
+    )
     device: EnumProperty(  # type: ignore[valid-type]
         name="Device",
         description="Where the backend runs the network",
@@ -95,12 +108,19 @@ class OCC_AddonPreferences(bpy.types.AddonPreferences):
             box.label(text=str(error), icon="ERROR")
         if runtime.status.torch is not None:
             info = runtime.status.torch
-            box.label(text=f"torch {info.version}, {info.device_text(self.device)}", icon="CHECKMARK")
+            box.label(
+                text=f"torch {info.version} ({info.build_text()}), {info.device_text(self.device)}",
+                icon="CHECKMARK",
+            )
         elif runtime.status.torch_error:
             box.label(text=runtime.status.torch_error, icon="ERROR")
         row = box.row()
         row.operator("occupancy.check_backend", icon="CHECKMARK")
         row.operator("occupancy.install_backend", icon="IMPORT")
+        row.prop(self, "torch_build", text="")
+        installed = read_record(settings.installed_venv())
+        if installed:
+            box.label(text=f"Installed: {installed}", icon="PACKAGE")
         install = runtime.installer
         if install is not None and not install.finished:
             box.progress(factor=install.fraction, text=install.text)

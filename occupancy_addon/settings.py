@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import bpy
@@ -29,6 +30,7 @@ class StoredPreferences(Protocol):
 
     backend_python: str
     device: str
+    torch_build: str  # one of torch_build.CHOICES
     cache_mb: int
     models_folder: str
     checkpoints: Any  # a collection of items with a ``filepath``
@@ -43,13 +45,18 @@ def addon_preferences(context: bpy.types.Context) -> StoredPreferences | None:
     return cast(StoredPreferences, context.preferences.addons[__package__].preferences)
 
 
+def installed_venv() -> Path:
+    """Where Install Backend puts the backend's environment (in the extension's user folder)."""
+    return storage.user_dir(__package__, "venv", create=False)
+
+
 def resolve_backend_python(context: bpy.types.Context) -> BackendPython:
     """The configured backend interpreter (see ``find_backend_python`` for the order)."""
     preferences = addon_preferences(context)
     preference = bpy.path.abspath(preferences.backend_python) if preferences else ""
     venvs = [
         backend_root() / ".venv",  # a development checkout
-        storage.user_dir(__package__, "venv", create=False),  # where Install Backend puts it
+        installed_venv(),
     ]
     return find_backend_python(preference, os.environ, venvs, blender_python())
 

@@ -57,3 +57,9 @@ def build_script() -> ModuleType:
 def blender_scene_script() -> ModuleType:
     """scripts/blender_scene.py (the demo's Blender steps), imported as a module; imports bpy."""
     return _load_script(REPO_ROOT / "scripts" / "blender_scene.py", "occ_blender_scene_script")
+
+
+@pytest.fixture(scope="session")
+def gpu_check_script() -> ModuleType:
+    """scripts/gpu_check.py, imported as a module."""
+    return _load_script(REPO_ROOT / "scripts" / "gpu_check.py", "occ_gpu_check_script")

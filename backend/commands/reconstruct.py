@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..engine.types import InputError, MeshResult, ReconstructOptions
+from ..engine.types import InputError, MeshResult, ProgressFn, ReconstructOptions
 
 STAGE_ORDER = ("encode", "evaluate", "marching_cubes", "simplify", "refine", "normals")
 
@@ -22,6 +22,12 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="mesh file to write (.ply, .obj, .stl, .off, .glb)"
     )
+    add_model_arguments(p)
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the model, the mesh and the device (also those of ``reconstruct-many``)."""
     p.add_argument(
         "--model", help="a shipped model name or a .safetensors checkpoint (default: the shipped one)"
     )
@@ -35,7 +41,6 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for subsampling, sampling and refinement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--half", action="store_true", help="half precision network evaluation (CUDA only)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument(
         "--weights-dir", type=Path, help="folder of *.safetensors models (default: the shipped weights)"
     )
@@ -129,18 +134,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_engine_arguments(p)
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
+def reconstruct_file(
+    engine: Any,
+    source: Path,
+    output: Path,
+    model: str | None,
+    options: ReconstructOptions,
+    bounds: Any = None,
+    progress: ProgressFn | None = None,
+) -> MeshResult:
+    """The mesh of one observation file (``reconstruct`` and each file of ``reconstruct-many``).
 
+    ``model`` None takes the installed model of the file's kind; ``output`` is only checked
+    against the input here, the caller writes it.
+    """
     from ..engine.inputs import read_observation
     from ..kinds import observed_kind
 
+    if output.resolve() == source.resolve():
+        raise InputError("the output would overwrite the input; choose another output file")
+    observation = read_observation(source, bounds)
+    model = model or default_model(engine, observed_kind(observation).name)
+    return engine.reconstruct(model, observation, options, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     def call(engine: Any, progress: ProgressBar) -> MeshResult:
-        if args.output.resolve() == args.input.resolve():
-            raise InputError("the output would overwrite the input; choose another output file")
         bounds = None if args.bounds is None else np.array(args.bounds, np.float64).reshape(2, 3)
-        observation = read_observation(args.input, bounds)
-        model = args.model or default_model(engine, observed_kind(observation).name)
-        return engine.reconstruct(model, observation, options_from(args), progress=progress)
+        return reconstruct_file(
+            engine, args.input, args.output, args.model, options_from(args), bounds, progress
+        )
 
     return run_engine(args, call)

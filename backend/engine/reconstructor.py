@@ -118,6 +118,13 @@ class Reconstructor:
             f"no model named {model!r} (shipped models: {names}); give a name or a .safetensors path"
         )
 
+    def model_meta(self, model: str) -> ModelMeta:
+        """The metadata of ``model`` (a shipped name or a checkpoint path), without its weights."""
+        try:
+            return read_meta(self._path_of(model))
+        except CheckpointError as e:
+            raise InputError(str(e)) from None
+
     def load(self, model: str) -> tuple[OccupancyNetwork, ModelMeta]:
         """The model called ``model`` (a shipped name or a checkpoint path), loaded once."""
         path = self._path_of(model)
@@ -152,7 +159,7 @@ class Reconstructor:
         """Reconstruct a closed mesh from an observation, in the observation's frame."""
         spec = observed_kind(observation)
         kind = spec.name
-        grid, tau_opt = self._check(options)
+        grid, tau_opt = self.check(options)
         net, meta = self.load(model)
         if meta.kind != kind:
             raise InputError(f"model {model!r} takes {meta.kind} input, but the observation is {kind}")
@@ -180,7 +187,7 @@ class Reconstructor:
         cancel: CancelFn | None = None,
     ) -> MeshResult:
         """A new shape from the unconditional model's prior, in the normalised frame."""
-        grid, tau_opt = self._check(options)
+        grid, tau_opt = self.check(options)
         seed = check_seed(seed)
         net, meta = self.load(model)
         if meta.kind != "unconditional" or net.z_dim == 0:
@@ -229,7 +236,9 @@ class Reconstructor:
 
     # ---------------------------------------------------------------- helpers
     @staticmethod
-    def _check(options: ReconstructOptions) -> tuple[Grid, float | None]:
+    def check(options: ReconstructOptions) -> tuple[Grid, float | None]:
+        """The grid and threshold of ``options``; InputError naming the first invalid option (a
+        front end can refuse bad options before any model is loaded)."""
         check_options(options)
         grid = Grid(check_resolution(options.resolution))
         return grid, None if options.tau is None else check_tau(options.tau)

@@ -8,6 +8,8 @@ for the operator instance. Everything else (the scene, the add-on, the backend) 
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 import types
 from pathlib import Path
@@ -148,6 +150,29 @@ def test_preferences_draw(addon: ModuleType) -> None:
     for idname in ("occupancy.check_backend", "occupancy.install_backend", "occupancy.restart_backend"):
         assert idname in operators
     assert {"backend_python", "device", "cache_mb", "models_folder", "checkpoints"} <= set(shown["props"])
+    assert "torch_build" in shown["props"]
+
+
+def test_the_installed_torch_build_and_the_gpu_are_shown(addon: ModuleType) -> None:
+    preferences = bpy.context.preferences.addons[addon.__name__].preferences
+    choices = preferences.bl_rna.properties["torch_build"].enum_items
+    assert [item.identifier for item in choices] == list(addon.torch_build.CHOICES)
+    assert preferences.torch_build == "AUTO"
+    preferences.device = "auto"
+    venv = addon.settings.installed_venv()
+    venv.mkdir(parents=True)
+    record = {"build": "CUDA", "index": addon.torch_build.CUDA_INDEX, "torch": "2.7.1+cu128"}
+    (venv / addon.torch_build.RECORD_NAME).write_text(json.dumps(record))  # as the check step writes it
+    addon.runtime.status.torch = addon.backend_process.TorchInfo("2.7.1+cu128", True, ("NVIDIA H200",))
+    try:
+        labels = draw(preferences)["labels"]
+        backend = draw(addon.panels.OCC_PT_backend)["labels"]
+    finally:
+        shutil.rmtree(venv)
+        addon.runtime.status.torch = None
+    assert "Installed: CUDA build, torch 2.7.1+cu128" in labels
+    assert "torch 2.7.1+cu128 (CUDA 12.8 build), CUDA (NVIDIA H200)" in labels
+    assert "torch 2.7.1+cu128 (CUDA 12.8 build)" in backend and "CUDA (NVIDIA H200)" in backend
 
 
 def modal_operator(addon: ModuleType, **properties: Any) -> SimpleNamespace:
