@@ -39,12 +39,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from ..data.dataset import DataError
+    from ..distributed import from_environment
     from ..training import ResumeError, train
 
     try:
         best = train(cfg, args.name or args.config.stem, args.minutes, args.data_dir, args.init)
-    except ResumeError as e:
+    except (ResumeError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"best model: {best}")
+    if from_environment().main:  # under torchrun, one line for the run, not one per process
+        print(f"best model: {best}")
     return 0
