@@ -30,8 +30,9 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import CheckpointError, ModelMeta, load_checkpoint, save_weights
 from .config import Config
-from .data.dataset import DataError, ShapePool, validation_set
-from .data.generate import build_split
+from .data.dataset import DataError, validation_set
+from .data.onet_layout import OnetPool
+from .data.sources import open_split
 from .distributed import Ranks
 from .models import OccupancyNetwork, build_model
 
@@ -91,7 +92,9 @@ def _data_root(cfg: Config, data_dir: Path) -> Path:
 def _validation_data(cfg: Config, data_dir: Path) -> list:
     """The fixed validation shapes, observations and labelled points that select models and tau."""
     d = cfg.data
-    pool = ShapePool(build_split(d, "val", d.n_val, _data_root(cfg, data_dir)))
+    pool = open_split(d, "val", d.n_val, _data_root(cfg, data_dir))
+    if isinstance(pool, OnetPool):  # read object by object: n_val of them, from every class
+        return pool.validation_set(cfg.model.kind, d, cfg.train.val_points, d.n_val)
     return validation_set(pool, cfg.model.kind, d, cfg.train.val_points)
 
 
@@ -217,9 +220,7 @@ class TrainingRun:
         self.device = distributed.device_for(ranks)
         d = cfg.data
         root = _data_root(cfg, data_dir)
-        self.pool = distributed.local_first(
-            ranks, lambda: ShapePool(build_split(d, "train", d.n_train, root))
-        )
+        self.pool = distributed.local_first(ranks, lambda: open_split(d, "train", d.n_train, root))
         if len(self.pool) < ranks.world:
             raise DataError(
                 f"the training split has {len(self.pool)} shapes, fewer than the {ranks.world} processes"

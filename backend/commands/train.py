@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
-    from ..data.meshes import MeshDataError, prepared_folder
+    from ..data.meshes import MeshDataError
+    from ..data.sources import check_source
 
     try:
         cfg = load_config(args.config)
@@ -33,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
             cfg.train.threads = args.threads
         if args.minutes is not None and not args.minutes > 0:
             raise ConfigError(f"--minutes must be positive, got {args.minutes}")
-        if cfg.data.source != "procedural":
-            prepared_folder(cfg.data.source)  # fail before anything is written
+        check_source(cfg.data.source)  # fail before anything is written
     except (ConfigError, MeshDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
