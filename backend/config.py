@@ -93,7 +93,11 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "procedural"  # "procedural" or a folder made by `prepare-meshes`
+    # "procedural", a folder made by `prepare-meshes`, or a dataset in the original's layout
+    # (class folders of objects with points.npz, ...; its settings become the defaults: see
+    # data/onet_layout.py)
+    source: str = "procedural"
+    classes: list[str] = field(default_factory=list)  # the original's layout: these classes (all)
     n_train: int = 4096  # shapes in the training pool
     n_val: int = 128
     seed: int = 0  # base seed: shape i of a split is generated from (seed, split, i)
@@ -122,6 +126,8 @@ class DataConfig:
     def validate(self) -> None:
         if not self.source:
             raise ConfigError("data.source must be 'procedural' or a folder made by prepare-meshes")
+        if not (isinstance(self.classes, list) and all(isinstance(c, str) and c for c in self.classes)):
+            raise ConfigError(f"data.classes must be a list of class folder names, got {self.classes!r}")
         for name in (
             "n_train",
             "n_val",
@@ -243,8 +249,21 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         train=_build(TrainConfig, d.get("train", {}), "train"),
     )
     cfg.model.validate()
+    original = _original_layout(cfg, d.get("data", {}))
     cfg.data.validate()
     cfg.train.validate()
+    if cfg.data.classes and not original:
+        raise ConfigError("data.classes needs data.source to be a dataset in the original's layout")
+    if original and cfg.data.near_surface_ratio > 0:
+        raise ConfigError(
+            "data.near_surface_ratio must be 0 for a dataset in the original's layout: its points.npz "
+            "holds one set of points"
+        )
+    if original and cfg.model.kind == "image" and cfg.data.augment:
+        raise ConfigError(
+            "data.augment maps an image with its camera's frame; the original's image models "
+            "predict in the object's frame, so it does not apply to its layout"
+        )
     if cfg.model.kind == "image" and cfg.data.image_size != cfg.model.image_size:
         raise ConfigError(
             f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({cfg.model.image_size})"
@@ -253,11 +272,27 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         raise ConfigError(
             f"data.voxel_res must be {VOXEL_RES} (the voxel encoder's input), got {cfg.data.voxel_res}"
         )
-    if cfg.model.kind == "image" and cfg.data.source != "procedural":
-        raise ConfigError("image models train on procedural data only: mesh datasets have no rendered views")
+    if cfg.model.kind == "image" and cfg.data.source != "procedural" and not original:
+        raise ConfigError(
+            "image models train on procedural data or the original's layout: mesh datasets have no "
+            "rendered views"
+        )
     if cfg.model.kind == "image" and cfg.data.views < 1:
         raise ConfigError("an image model needs data.views >= 1 rendered views per shape")
     return cfg
+
+
+def _original_layout(cfg: Config, given: dict[str, Any]) -> bool:
+    """Is the source a dataset in the original's layout? Then its settings become the defaults of
+    the ``[data]`` keys the config leaves out."""
+    from .data.onet_layout import is_onet_layout, original_settings  # the data modules import this one
+
+    if cfg.data.source == "procedural" or not is_onet_layout(cfg.data.source):
+        return False
+    for key, value in original_settings(cfg.model.kind).items():
+        if key not in given:
+            setattr(cfg.data, key, value)
+    return True
 
 
 def load_config(path: str | Path) -> Config:

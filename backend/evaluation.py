@@ -42,7 +42,9 @@ from .checkpoint import ModelMeta
 from .config import DataConfig
 from .containment import ray_parity
 from .data.dataset import ShapePool
-from .data.generate import SPLITS, build_split
+from .data.generate import SPLITS
+from .data.onet_layout import OnetPool, spread
+from .data.sources import open_split
 from .engine.extract import check_tau
 from .engine.grid import check_resolution
 from .engine.reconstructor import Reconstructor
@@ -71,7 +73,8 @@ class EvalSettings:
     iou_points: int = 100_000
     surface_points: int = 100_000
     fscore_threshold: float = 0.01
-    source: str = "procedural"  # or a folder made by prepare-meshes
+    source: str = "procedural"  # or a folder made by prepare-meshes, or one in the original's layout
+    classes: list[str] = field(default_factory=list)  # the original's layout: these classes (all)
     data_dir: Path = Path(".data")
     # point clouds: observed points and noise std (None: the model's fixed training setting, or
     # the original's 300 points with noise 0.005 for models of any density), and viewpoints of a
@@ -108,6 +111,8 @@ class ShapeResult:
     baseline: dict[str, float] | None = None  # input voxels scored as a prediction
     faces: int = 0
     seconds: float = 0.0
+    category: str | None = None  # the class folder, in the original's layout
+    category_name: str | None = None
 
 
 @dataclass
@@ -130,6 +135,18 @@ class Report:
 
     def mean(self) -> dict[str, float]:
         return _mean([s.metrics for s in self.shapes])
+
+    def class_means(self) -> dict[str, dict[str, Any]]:
+        """Per class (the original's layout): its name, shape count and mean metrics."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in dict.fromkeys(s.category for s in self.shapes if s.category is not None):
+            rows = [s for s in self.shapes if s.category == c]
+            out[c] = {"name": rows[0].category_name, "shapes": len(rows), **_mean([s.metrics for s in rows])}
+        return out
+
+    def mean_of_classes(self) -> dict[str, float]:
+        """The mean of the class means: the original's ``mean`` row."""
+        return _mean([{k: m[k] for k in METRICS} for m in self.class_means().values()])
 
     def baseline_mean(self) -> dict[str, float] | None:
         rows = [s.baseline for s in self.shapes if s.baseline is not None]
@@ -154,6 +171,11 @@ class Report:
         baseline = self.baseline_mean()
         if baseline is not None:
             out["input_voxels_mean"] = baseline
+        classes = self.class_means()
+        if classes:
+            out["units"] = "chamfer_l1, accuracy, completeness: box edges; the paper prints Chamfer-L1 x 10"
+            out["classes"] = classes
+            out["mean_of_classes"] = self.mean_of_classes()
         out["empty_meshes"] = sum(s.faces == 0 for s in self.shapes)
         out["seconds_per_shape"] = float(np.mean([s.seconds for s in self.shapes])) if self.shapes else 0.0
         out["shapes"] = [asdict(s) for s in self.shapes]
@@ -320,6 +342,7 @@ def observation_config(meta: ModelMeta, settings: EvalSettings) -> DataConfig:
         noise = settings.noise
     return DataConfig(
         source=settings.source,
+        classes=list(settings.classes),
         seed=settings.seed,
         surface_points=settings.surface_points,
         n_points=int(n_points) if isinstance(n_points, int) and n_points > 0 else DEFAULT_POINTS,
@@ -362,40 +385,67 @@ class TestCase:
     normals: np.ndarray  # (k, 3) their unit normals
     tree: cKDTree  # over ``surface``
     voxels: np.ndarray  # (32, 32, 32) the voxel input, for the voxel model's baseline
+    category: str | None = None  # the class, in the original's layout
+    category_name: str | None = None
 
 
 def test_cases(
     kind: str, meta: ModelMeta, settings: EvalSettings, progress: bool = True
 ) -> Iterator[TestCase]:
-    """The first ``settings.n`` shapes of the split as a model of ``kind`` observes them."""
+    """The first ``settings.n`` shapes of the split as a model of ``kind`` observes them (in the
+    original's layout: n objects spread over the split, so that every class has its share)."""
     from tqdm import tqdm
 
     cfg = observation_config(meta, settings)
-    spec = input_kind(kind)
-    root = settings.data_dir / "procedural"
     try:
-        pool = ShapePool(build_split(cfg, settings.split, settings.n, root))
+        pool = open_split(cfg, settings.split, settings.n, settings.data_dir / "procedural")
         pool.check_kind(kind)
-    except ValueError as e:  # a missing or unusable mesh dataset, or one without views for an image model
+    except ValueError as e:  # a missing or unusable dataset, or one without views for an image model
         raise InputError(str(e)) from None
+    if isinstance(pool, OnetPool):
+        for i in tqdm(spread(len(pool), settings.n), desc=f"evaluate {meta.name}", disable=not progress):
+            try:
+                held_out = pool.held_out(i, kind, cfg)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+            category = pool.entries[i].category
+            yield _test_case(held_out, 0, i, kind, cfg, settings, category, pool.class_name(category))
+        return
     for i in tqdm(range(min(settings.n, len(pool))), desc=f"evaluate {meta.name}", disable=not progress):
-        idx = torch.tensor([i])
-        views = torch.zeros(1, dtype=torch.long) if spec.viewed else None
-        gen = torch.Generator().manual_seed(_stream(settings.seed, i, 1))
-        observe_gen = torch.Generator().manual_seed(_stream(settings.seed, i, 0))
-        pts_t, occ_t = pool.uniform_labelled(idx, settings.iou_points, PADDING, gen, views)
-        gt_points, gt_normals = _ground_truth_surface(pool, i, kind)
-        yield TestCase(
-            index=i,
-            name=pool.names[i] if pool.names is not None else f"{settings.split}-{i}",
-            observation=spec.test_observation(pool, i, cfg, observe_gen, settings.views),
-            iou_points=pts_t[0].numpy().astype(np.float64),
-            iou_gt=occ_t[0].numpy() > 0.5,
-            surface=gt_points,
-            normals=gt_normals,
-            tree=surface_tree(gt_points),
-            voxels=pool.voxels[i].numpy().astype(bool),
-        )
+        yield _test_case(pool, i, i, kind, cfg, settings)
+
+
+def _test_case(
+    pool: ShapePool,
+    j: int,
+    i: int,
+    kind: str,
+    cfg: DataConfig,
+    settings: EvalSettings,
+    category: str | None = None,
+    category_name: str | None = None,
+) -> TestCase:
+    """Shape ``j`` of ``pool``, which is shape ``i`` of the split (its random streams follow i)."""
+    spec = input_kind(kind)
+    idx = torch.tensor([j])
+    views = torch.zeros(1, dtype=torch.long) if spec.viewed else None
+    gen = torch.Generator().manual_seed(_stream(settings.seed, i, 1))
+    observe_gen = torch.Generator().manual_seed(_stream(settings.seed, i, 0))
+    pts_t, occ_t = pool.uniform_labelled(idx, settings.iou_points, PADDING, gen, views)
+    gt_points, gt_normals = _ground_truth_surface(pool, j, kind)
+    return TestCase(
+        index=i,
+        name=pool.names[j] if pool.names is not None else f"{settings.split}-{i}",
+        observation=spec.test_observation(pool, j, cfg, observe_gen, settings.views),
+        iou_points=pts_t[0].numpy().astype(np.float64),
+        iou_gt=occ_t[0].numpy() > 0.5,
+        surface=gt_points,
+        normals=gt_normals,
+        tree=surface_tree(gt_points),
+        voxels=pool.voxels[j].numpy().astype(bool),
+        category=category,
+        category_name=category_name,
+    )
 
 
 def score(
@@ -439,7 +489,16 @@ def evaluate_shapes(
                     b_points, b_normals, case.surface, case.normals, settings.fscore_threshold, case.tree
                 ),
             }
-        yield ShapeResult(case.index, case.name, metrics, baseline, len(mesh.faces), seconds)
+        yield ShapeResult(
+            case.index,
+            case.name,
+            metrics,
+            baseline,
+            len(mesh.faces),
+            seconds,
+            case.category,
+            case.category_name,
+        )
 
 
 def evaluate_samples(

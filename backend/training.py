@@ -6,6 +6,9 @@ Files in ``out_dir``:
 - ``best.safetensors``: the model with the best validation IoU so far, with its
   cross-validated threshold tau (see ``checkpoint.py``).
 - ``train.log``: the log.
+
+Under torchrun the processes train one model together (``TrainingRun``); only rank 0 touches
+these files.
 """
 
 from __future__ import annotations
@@ -14,17 +17,23 @@ import logging
 import math
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import CheckpointError, ModelMeta, load_checkpoint, save_weights
 from .config import Config
-from .data.dataset import ShapePool, validation_set
-from .data.generate import build_split
+from .data.dataset import DataError, validation_set
+from .data.onet_layout import OnetPool
+from .data.sources import open_split
+from .distributed import Ranks
 from .models import OccupancyNetwork, build_model
 
 log = logging.getLogger("backend.train")
@@ -83,7 +92,9 @@ def _data_root(cfg: Config, data_dir: Path) -> Path:
 def _validation_data(cfg: Config, data_dir: Path) -> list:
     """The fixed validation shapes, observations and labelled points that select models and tau."""
     d = cfg.data
-    pool = ShapePool(build_split(d, "val", d.n_val, _data_root(cfg, data_dir)))
+    pool = open_split(d, "val", d.n_val, _data_root(cfg, data_dir))
+    if isinstance(pool, OnetPool):  # read object by object: n_val of them, from every class
+        return pool.validation_set(cfg.model.kind, d, cfg.train.val_points, d.n_val)
     return validation_set(pool, cfg.model.kind, d, cfg.train.val_points)
 
 
@@ -163,45 +174,121 @@ def _setup_logging(out_dir: Path) -> None:
     log.setLevel(logging.INFO)
 
 
-def train(
-    cfg: Config,
-    name: str,
-    minutes: float | None = None,
-    data_dir: Path = Path(".data"),
-    init: Path | None = None,
-) -> Path:
-    """Train (or resume) until max_steps or ``minutes`` of wall time; returns the best model's path.
+class _Loss(nn.Module):
+    """The model's training loss as a forward pass: DistributedDataParallel synchronises the
+    gradients of what its wrapped module's forward computes."""
+
+    def __init__(self, model: OccupancyNetwork) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, points: torch.Tensor, occ: torch.Tensor, inputs: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.loss(points, occ, inputs)
+
+
+class TrainingRun:
+    """One run in ``cfg.train.out_dir``, resumed from its saved state if there is one.
+
+    Under torchrun every process builds one of these: each draws its batches from its own share
+    of the training shapes with its own random stream, DistributedDataParallel averages the
+    gradients, and rank 0 alone reads and writes the run's files, logs and validates. With one
+    process this is the plain loop, step for step.
 
     ``init``: a model file whose weights a new run starts from (fine-tuning); its model config
     must be the one in ``cfg``. A run that resumes from its own state ignores it.
     """
-    out_dir = Path(cfg.train.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(out_dir)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kind = cfg.model.kind
-    d = cfg.data
-    train_pool = ShapePool(build_split(d, "train", d.n_train, _data_root(cfg, data_dir)))
-    val = _validation_data(cfg, data_dir)
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    step, best_iou, best_tau, wall = 0, -1.0, 0.5, 0.0
-    started_from: dict[str, Any] | None = None  # the --init model's provenance
-    state_path = out_dir / "state.pt"
-    if state_path.exists():
+    def __init__(
+        self,
+        cfg: Config,
+        name: str,
+        data_dir: Path = Path(".data"),
+        init: Path | None = None,
+        ranks: Ranks | None = None,
+    ) -> None:
+        self.cfg, self.name = cfg, name
+        self.ranks = ranks = distributed.from_environment() if ranks is None else ranks
+        self.out_dir = Path(cfg.train.out_dir)
+        self.state_path = self.out_dir / "state.pt"
+        if ranks.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _setup_logging(self.out_dir)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = distributed.device_for(ranks)
+        d = cfg.data
+        root = _data_root(cfg, data_dir)
+        self.pool = distributed.local_first(ranks, lambda: open_split(d, "train", d.n_train, root))
+        if len(self.pool) < ranks.world:
+            raise DataError(
+                f"the training split has {len(self.pool)} shapes, fewer than the {ranks.world} processes"
+            )
+        self.val = _validation_data(cfg, data_dir) if ranks.main else []
+
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg.model).to(self.device)
+        if ranks.rank > 0:  # the same initial weights everywhere, then a stream of its own
+            torch.manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        self.gen = torch.Generator().manual_seed(distributed.rank_seed(cfg.train.seed, ranks.rank))
+        self.step, self.best_iou, self.best_tau, self.wall = 0, -1.0, 0.5, 0.0
+        self.started_from: dict[str, Any] | None = None  # the --init model's provenance
+        self._start(init)
+        self.loss: Callable[..., tuple[torch.Tensor, dict[str, float]]] = self.model.loss
+        if ranks.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss = DistributedDataParallel(_Loss(self.model), device_ids=device_ids)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "model %s: %.2fM parameters, device %s, %d training shapes",
+            cfg.model.kind,
+            n_params / 1e6,
+            self.device,
+            len(self.pool),
+        )
+        if ranks.distributed:
+            log.info(
+                "%d processes, %d shapes per batch each (%d in all)",
+                ranks.world,
+                cfg.train.batch_size,
+                ranks.world * cfg.train.batch_size,
+            )
+
+    # ------------------------------------------------------------------ starting
+    def _start(self, init: Path | None) -> None:
+        """Resume from the saved state, or start from ``init``'s weights, or from scratch.
+
+        Rank 0 reads the files; the others get what it read (DistributedDataParallel copies its
+        weights to them), so only rank 0 needs the run's folder.
+        """
+        outcome: tuple[str, Any] = ("new", None)
+        if self.ranks.main:
+            try:
+                if self.state_path.exists():
+                    outcome = ("resume", self._read_state())
+                elif init is not None:
+                    outcome = ("init", _start_from(self.model, init, self.cfg))
+            except ResumeError as e:
+                outcome = ("error", str(e))
+        what, value = distributed.from_main(outcome, self.ranks)
+        if what == "error":
+            raise ResumeError(value)
+        if what == "resume":
+            if not self.ranks.main:
+                self._apply_state(value)
+            log.info("resumed at step %d (best IoU %.4f)", self.step, self.best_iou)
+        elif what == "init":
+            self.started_from = value
+            log.info("started from the weights of %s", init)
+
+    def _read_state(self) -> dict[str, Any]:
         try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            gen.set_state(state["gen"])
-            step, best_iou, best_tau = state["step"], state["best_iou"], state["best_tau"]
-            wall = state["wall"]
-            started_from = state.get("started_from")
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            self._apply_state(state)
         except (
             pickle.UnpicklingError,
             RuntimeError,
@@ -213,96 +300,156 @@ def train(
         ) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ResumeError(
-                f"cannot resume from {state_path} ({first}); move it away to start this run over"
+                f"cannot resume from {self.state_path} ({first}); move it away to start this run over"
             ) from None
-        log.info("resumed at step %d (best IoU %.4f)", step, best_iou)
-    elif init is not None:
-        started_from = _start_from(model, init, cfg)
-        log.info("started from the weights of %s", init)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model %s: %.2fM parameters, device %s, %d training shapes",
-        kind,
-        n_params / 1e6,
-        device,
-        len(train_pool),
-    )
+        return state
 
-    def save_state() -> None:
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        streams = state.get("rank_gens")  # every rank's, when several processes saved it
+        if self.ranks.main:
+            self.gen.set_state(state["gen"])
+        elif isinstance(streams, list) and len(streams) == self.ranks.world:
+            self.gen.set_state(streams[self.ranks.rank])
+        # else: a different number of processes than saved the state; the others draw new streams
+        self.step, self.best_iou, self.best_tau = state["step"], state["best_iou"], state["best_tau"]
+        self.wall = state["wall"]
+        self.started_from = state.get("started_from")
+
+    # ------------------------------------------------------------------ saving
+    def save_state(self) -> None:
+        """Write what resuming needs (rank 0; every rank must call it, for the random streams)."""
+        streams = distributed.gather(self.gen.get_state(), self.ranks)
+        if not self.ranks.main:
+            return
         state = {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "gen": gen.get_state(),
-            "step": step,
-            "best_iou": best_iou,
-            "best_tau": best_tau,
-            "wall": wall,
-            "started_from": started_from,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "gen": self.gen.get_state(),
+            "step": self.step,
+            "best_iou": self.best_iou,
+            "best_tau": self.best_tau,
+            "wall": self.wall,
+            "started_from": self.started_from,
         }
-        tmp = state_path.with_suffix(".tmp")
+        if self.ranks.distributed:
+            state["rank_gens"] = streams
+        tmp = self.state_path.with_suffix(".tmp")
         torch.save(state, tmp)
-        tmp.replace(state_path)
+        tmp.replace(self.state_path)
 
-    t_start = time.time()
-    wall_at_start = wall
-    deadline = None if minutes is None else t_start + 60 * minutes
-    bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {name}", mininterval=5)
-    loss_avg = None
-    while step < cfg.train.max_steps and (deadline is None or time.time() < deadline):
-        model.train()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        idx = torch.randint(len(train_pool), (cfg.train.batch_size,), generator=gen)
-        batch = train_pool.batch(kind, idx, d, gen)
-        inputs = None if batch.inputs is None else batch.inputs.to(device)
-        loss, parts = model.loss(batch.points.to(device), batch.occ.to(device), inputs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        wall = wall_at_start + time.time() - t_start
-        loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
-        bar.update(1)
-        bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{best_iou:.3f}")
-        if step % 50 == 0:
-            log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr_at(step, cfg))
-        if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-            v = validate(model, val)
-            log.info("step %d val IoU %.4f at tau %.2f (wall %.1f min)", step, v.iou, v.tau, wall / 60)
-            if v.iou > best_iou:
-                best_iou, best_tau = v.iou, v.tau
-                meta = ModelMeta(
-                    name=name,
-                    kind=kind,
-                    tau=v.tau,
-                    config=cfg.to_dict()["model"],
-                    metrics=_metrics(v),
-                    training={
-                        "steps": step,
-                        "wall_time_min": round(wall / 60, 1),
-                        "batch_size": cfg.train.batch_size,
-                        "query_points": d.query_points,
-                        "data": {
-                            "source": d.source,
-                            "n_train": d.n_train,
-                            "seed": d.seed,
-                            **{key: getattr(d, key) for key in SCAN_KEYS},
-                            "near_surface_ratio": d.near_surface_ratio,
-                        },
-                        "device": str(device),
-                        "started_from": started_from,  # None for a run from scratch
-                    },
-                )
-                save_weights(out_dir / "best.safetensors", model, meta)
-            save_state()
-        elif step % cfg.train.checkpoint_every == 0:
-            save_state()
-    save_state()
-    bar.close()
-    log.info(
-        "stopped at step %d, best val IoU %.4f (tau %.2f), wall %.1f min", step, best_iou, best_tau, wall / 60
-    )
-    return out_dir / "best.safetensors"
+    def _validate(self) -> None:
+        """Validation IoU; a new best model is saved with its tau (rank 0)."""
+        cfg, d, step, wall = self.cfg, self.cfg.data, self.step, self.wall
+        v = validate(self.model, self.val)
+        log.info("step %d val IoU %.4f at tau %.2f (wall %.1f min)", step, v.iou, v.tau, wall / 60)
+        if v.iou <= self.best_iou:
+            return
+        self.best_iou, self.best_tau = v.iou, v.tau
+        training: dict[str, Any] = {
+            "steps": step,
+            "wall_time_min": round(wall / 60, 1),
+            "batch_size": cfg.train.batch_size,
+            "query_points": d.query_points,
+            "data": {
+                "source": d.source,
+                "n_train": d.n_train,
+                "seed": d.seed,
+                **{key: getattr(d, key) for key in SCAN_KEYS},
+                "near_surface_ratio": d.near_surface_ratio,
+            },
+            "device": str(self.device),
+            "started_from": self.started_from,  # None for a run from scratch
+        }
+        if self.ranks.distributed:
+            training["processes"] = self.ranks.world  # batch_size is each one's
+        meta = ModelMeta(
+            name=self.name,
+            kind=cfg.model.kind,
+            tau=v.tau,
+            config=cfg.to_dict()["model"],
+            metrics=_metrics(v),
+            training=training,
+        )
+        save_weights(self.out_dir / "best.safetensors", self.model, meta)
+
+    # ------------------------------------------------------------------ training
+    def _draw(self) -> torch.Tensor:
+        """The shapes of this process's batch: drawn from its share of the pool (all of it for one
+        process), like a distributed sampler."""
+        share = torch.arange(self.ranks.rank, len(self.pool), self.ranks.world)
+        return share[torch.randint(len(share), (self.cfg.train.batch_size,), generator=self.gen)]
+
+    def fit(self, minutes: float | None = None, until_step: int | None = None) -> Path:
+        """Train until max_steps, ``until_step`` or ``minutes`` of wall time; the best model's path."""
+        cfg, d, ranks = self.cfg, self.cfg.data, self.ranks
+        kind, device, model, opt = cfg.model.kind, self.device, self.model, self.opt
+        stop = cfg.train.max_steps if until_step is None else min(until_step, cfg.train.max_steps)
+        t_start = time.time()
+        wall_at_start = self.wall
+        deadline = None if minutes is None else t_start + 60 * minutes
+        bar = tqdm(
+            total=cfg.train.max_steps,
+            initial=self.step,
+            desc=f"train {self.name}",
+            mininterval=5,
+            disable=not ranks.main,
+        )
+        loss_avg = None
+        while self.step < stop:
+            if distributed.any_rank(deadline is not None and time.time() >= deadline, ranks):
+                break
+            model.train()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(self.step, cfg)
+            batch = self.pool.batch(kind, self._draw(), d, self.gen)
+            inputs = None if batch.inputs is None else batch.inputs.to(device)
+            loss, parts = self.loss(batch.points.to(device), batch.occ.to(device), inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            step = self.step
+            self.wall = wall_at_start + time.time() - t_start
+            loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
+            bar.update(1)
+            bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{self.best_iou:.3f}")
+            if step % 50 == 0:
+                log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr_at(step, cfg))
+            if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
+                if ranks.main:
+                    self._validate()
+                self.save_state()
+            elif step % cfg.train.checkpoint_every == 0:
+                self.save_state()
+        self.save_state()
+        bar.close()
+        log.info(
+            "stopped at step %d, best val IoU %.4f (tau %.2f), wall %.1f min",
+            self.step,
+            self.best_iou,
+            self.best_tau,
+            self.wall / 60,
+        )
+        return self.out_dir / "best.safetensors"
+
+
+def train(
+    cfg: Config,
+    name: str,
+    minutes: float | None = None,
+    data_dir: Path = Path(".data"),
+    init: Path | None = None,
+) -> Path:
+    """Train (or resume) until max_steps or ``minutes`` of wall time; returns the best model's path.
+
+    Under torchrun (several processes) this process joins the others for the run
+    (``TrainingRun``). ``init``: see ``TrainingRun``.
+    """
+    ranks = distributed.from_environment()
+    with distributed.process_group(ranks, distributed.device_for(ranks)):
+        return TrainingRun(cfg, name, data_dir, init, ranks).fit(minutes)
 
 
 def average_weights(paths: list[Path], cfg: Config, out: Path, data_dir: Path = Path(".data")) -> Validation:

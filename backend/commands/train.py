@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
-    from ..data.meshes import MeshDataError, prepared_folder
+    from ..data.meshes import MeshDataError
+    from ..data.sources import check_source
 
     try:
         cfg = load_config(args.config)
@@ -33,18 +34,20 @@ def run(args: argparse.Namespace) -> int:
             cfg.train.threads = args.threads
         if args.minutes is not None and not args.minutes > 0:
             raise ConfigError(f"--minutes must be positive, got {args.minutes}")
-        if cfg.data.source != "procedural":
-            prepared_folder(cfg.data.source)  # fail before anything is written
+        check_source(cfg.data.source)  # fail before anything is written
     except (ConfigError, MeshDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from ..data.dataset import DataError
+    from ..distributed import from_environment
     from ..training import ResumeError, train
 
     try:
         best = train(cfg, args.name or args.config.stem, args.minutes, args.data_dir, args.init)
-    except ResumeError as e:
+    except (ResumeError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"best model: {best}")
+    if from_environment().main:  # under torchrun, one line for the run, not one per process
+        print(f"best model: {best}")
     return 0

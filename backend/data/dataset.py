@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,27 @@ class StoredQueries:
         """(B, n_uniform + n_near, 3) points and their occupancy, drawn with replacement."""
         rows = idx[:, None]
         pick_u = torch.randint(self.uniform.shape[1], (len(idx), n_uniform), generator=gen)
+        if n_near == 0:  # the original's points.npz: one uniform set, no near-surface one
+            return self.uniform[rows, pick_u].float(), self.uniform_occ[rows, pick_u].float()
         pick_n = torch.randint(self.near.shape[1], (len(idx), n_near), generator=gen)
         points = torch.cat([self.uniform[rows, pick_u], self.near[rows, pick_n]], dim=1).float()
         occ = torch.cat([self.uniform_occ[rows, pick_u], self.near_occ[rows, pick_n]], dim=1).float()
         return points, occ
+
+
+def _read_split(path: str | Path) -> dict[str, np.ndarray]:
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is not a split file (a single array, not an .npz archive)")
+        with f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DataError(f"split file not found: {path}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path} is not a readable split file: {e}") from None
 
 
 def _unpack(bits: np.ndarray, n: int) -> torch.Tensor:
@@ -69,19 +87,10 @@ class Batch:
 class ShapePool:
     """A generated split (see ``generate.build_split``) held in memory."""
 
-    def __init__(self, path: str | Path) -> None:
-        try:
-            f = np.load(path, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DataError(f"{path} is not a split file (a single array, not an .npz archive)")
-            with f:
-                d = {k: f[k] for k in f.files}
-        except FileNotFoundError:
-            raise DataError(f"split file not found: {path}") from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            if isinstance(e, DataError):
-                raise
-            raise DataError(f"{path} is not a readable split file: {e}") from None
+    def __init__(self, split: str | Path | Mapping[str, np.ndarray]) -> None:
+        """``split``: a split file, or its arrays (shapes along the first axis)."""
+        path = "the arrays given" if isinstance(split, Mapping) else split
+        d = dict(split) if isinstance(split, Mapping) else _read_split(split)
         labels = CSG_KEYS if "kind" in d else QUERY_KEYS
         missing = [k for k in (*OBSERVATION_KEYS, *labels) if k not in d]
         if missing:

@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import socket
 from functools import partial
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def build_split(cfg: DataConfig, split: str, n: int, cache_dir: Path, workers: i
         new = _generate(cfg, split, range(start, n), workers or min(os.cpu_count() or 1, 8))
         fresh = {k: np.stack([s[k] for s in new]) for k in new[0]}
         arrays = {k: np.concatenate([arrays[k], v]) for k, v in fresh.items()} if arrays else fresh
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{socket.gethostname()}-{os.getpid()}.tmp.npz")  # one per writer
     np.savez(tmp, **arrays)
     tmp.replace(path)  # atomic: a half-written split is never picked up
     return path

@@ -68,3 +68,25 @@ def read_binvox(path: str | Path) -> Binvox:
     voxels = flat.reshape(dims[0], dims[2], dims[1]).transpose(0, 2, 1)
     bounds = np.stack([translate, translate + scale])
     return Binvox(np.ascontiguousarray(voxels), bounds)
+
+
+def write_binvox(
+    path: str | Path, voxels: np.ndarray, translate: tuple[float, float, float], scale: float
+) -> None:
+    """Write an (X, Y, Z) bool grid indexed [x, y, z] as a binvox file spanning ``translate`` to
+    ``translate + scale`` (the inverse of ``read_binvox``)."""
+    grid = np.asarray(voxels, bool)
+    flat = grid.transpose(0, 2, 1).reshape(-1)  # stored order: x, z, y with y fastest
+    starts = np.flatnonzero(np.diff(flat.astype(np.int8), prepend=-1))
+    lengths = np.diff(np.append(starts, len(flat)))
+    pairs = []
+    for start, length in zip(starts, lengths, strict=True):
+        value = int(flat[start])
+        full, rest = divmod(int(length), 255)  # a run's count is one byte
+        pairs += [value, 255] * full + ([value, rest] if rest else [])
+    d = grid.shape
+    header = (
+        f"#binvox 1\ndim {d[0]} {d[1]} {d[2]}\ntranslate {translate[0]} {translate[1]} {translate[2]}\n"
+        f"scale {scale}\ndata\n"
+    )
+    Path(path).write_bytes(header.encode("ascii") + bytes(pairs))

@@ -65,8 +65,10 @@ def test_an_empty_config_is_the_default() -> None:
         ),
         (
             '[model]\nkind = "image"\n[data]\nsource = "meshes/"\n',
-            r"image models train on procedural data only",
+            r"image models train on procedural data or the original's layout",
         ),
+        ('[data]\nclasses = "chairs"\n', r"data.classes must be a list of class folder names"),
+        ('[data]\nclasses = ["03001627"]\n', r"data.classes needs data.source to be a dataset in the"),
         ('[model]\nkind = "image"\n[data]\nviews = 0\n', r"an image model needs data.views >= 1"),
         ('[data]\naugment = "yes"\n', r"\[data\] augment must be true or false, got 'yes'"),
         ("[model]\nlocal_features = 1\n", r"\[model\] local_features must be true or false, got 1"),
