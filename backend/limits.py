@@ -36,22 +36,28 @@ MAX_INPUT_FILE_BYTES = 2 * 2**30
 # ---------------------------------------------------------------- options
 MAX_REFINE_STEPS = 1000  # gradient refinement steps of the vertices
 MAX_THREADS = 256  # torch CPU threads
+MAX_EVAL_SHAPES = 100_000  # evaluate --n
 
 # ---------------------------------------------------------------- model files
 MAX_MODEL_PARAMETERS = 100_000_000  # the shipped models have 0.3 to 3.4 million
 MAX_MODEL_IMAGE_SIZE = 512  # an image model's input side (the shipped one takes 64)
 MAX_MODEL_GRID_RES = 128  # a point model's feature grid per axis (the shipped ones use 16)
 MAX_MODEL_WIDTH = 4096  # any one layer's channels named in the metadata (hidden, c_dim, ...)
+MAX_MODEL_BLOCKS = 64  # the decoder's residual blocks (the shipped ones have 5)
+MAX_MODEL_NEIGHBOURS = 256  # a dense point model's patch of nearest points (the shipped one reads 16)
 
 __all__ = [
     "MAX_COORDINATE",
+    "MAX_EVAL_SHAPES",
     "MAX_FRAME_HEADER_BYTES",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "MAX_INPUT_FILE_BYTES",
+    "MAX_MODEL_BLOCKS",
     "MAX_MODEL_GRID_RES",
     "MAX_MODEL_HEADER_BYTES",
     "MAX_MODEL_IMAGE_SIZE",
+    "MAX_MODEL_NEIGHBOURS",
     "MAX_MODEL_PARAMETERS",
     "MAX_MODEL_WIDTH",
     "MAX_OFFSET_TO_EXTENT",

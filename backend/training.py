@@ -25,6 +25,7 @@ from .checkpoint import CheckpointError, ModelMeta, load_checkpoint, save_weight
 from .config import Config
 from .data.dataset import ShapePool, validation_set
 from .data.generate import build_split
+from .interrupts import Terminated
 from .models import OccupancyNetwork, build_model
 
 log = logging.getLogger("backend.train")
@@ -123,7 +124,12 @@ def _load_model_of(
     return model, meta
 
 
-def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, Any]:
+def _start_from(
+    model: OccupancyNetwork,
+    path: Path,
+    cfg: Config,
+    loaded: tuple[OccupancyNetwork, ModelMeta] | None = None,
+) -> dict[str, Any]:
     """Copy a model file's weights into ``model``; returns its provenance, for the new run's metadata.
 
     The provenance nests: a model fine-tuned from a fine-tuned model names every earlier stage.
@@ -131,7 +137,7 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
     ResumeError unless it is the same network, or this one differs only in reading more of the
     observation at each point: more pixel stages, or patches of neighbours.
     """
-    source, meta = _load_model_of(path, cfg, "start from", may_grow=True)
+    source, meta = loaded or _load_model_of(path, cfg, "start from", may_grow=True)
     # the new inputs append feature channels to the decoder's input: their weights start at
     # zero, so the new network computes exactly what the old one did and learns to use them;
     # the modules that compute them (the patch MLP) keep their fresh initialisation
@@ -176,6 +182,11 @@ def train(
     must be the one in ``cfg``. A run that resumes from its own state ignores it.
     """
     out_dir = Path(cfg.train.out_dir)
+    state_path = out_dir / "state.pt"
+    # the model to start from is checked before any folder or data split is made
+    initial = None
+    if init is not None and not state_path.exists():
+        initial = _load_model_of(init, cfg, "start from", may_grow=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(out_dir)
     if cfg.train.threads:
@@ -192,7 +203,6 @@ def train(
     gen = torch.Generator().manual_seed(cfg.train.seed)
     step, best_iou, best_tau, wall = 0, -1.0, 0.5, 0.0
     started_from: dict[str, Any] | None = None  # the --init model's provenance
-    state_path = out_dir / "state.pt"
     if state_path.exists():
         try:
             state = torch.load(state_path, map_location=device, weights_only=True)
@@ -217,7 +227,7 @@ def train(
             ) from None
         log.info("resumed at step %d (best IoU %.4f)", step, best_iou)
     elif init is not None:
-        started_from = _start_from(model, init, cfg)
+        started_from = _start_from(model, init, cfg, initial)
         log.info("started from the weights of %s", init)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
@@ -248,55 +258,64 @@ def train(
     deadline = None if minutes is None else t_start + 60 * minutes
     bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {name}", mininterval=5)
     loss_avg = None
-    while step < cfg.train.max_steps and (deadline is None or time.time() < deadline):
-        model.train()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        idx = torch.randint(len(train_pool), (cfg.train.batch_size,), generator=gen)
-        batch = train_pool.batch(kind, idx, d, gen)
-        inputs = None if batch.inputs is None else batch.inputs.to(device)
-        loss, parts = model.loss(batch.points.to(device), batch.occ.to(device), inputs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        wall = wall_at_start + time.time() - t_start
-        loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
-        bar.update(1)
-        bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{best_iou:.3f}")
-        if step % 50 == 0:
-            log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr_at(step, cfg))
-        if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-            v = validate(model, val)
-            log.info("step %d val IoU %.4f at tau %.2f (wall %.1f min)", step, v.iou, v.tau, wall / 60)
-            if v.iou > best_iou:
-                best_iou, best_tau = v.iou, v.tau
-                meta = ModelMeta(
-                    name=name,
-                    kind=kind,
-                    tau=v.tau,
-                    config=cfg.to_dict()["model"],
-                    metrics=_metrics(v),
-                    training={
-                        "steps": step,
-                        "wall_time_min": round(wall / 60, 1),
-                        "batch_size": cfg.train.batch_size,
-                        "query_points": d.query_points,
-                        "data": {
-                            "source": d.source,
-                            "n_train": d.n_train,
-                            "seed": d.seed,
-                            **{key: getattr(d, key) for key in SCAN_KEYS},
-                            "near_surface_ratio": d.near_surface_ratio,
+    try:
+        while step < cfg.train.max_steps and (deadline is None or time.time() < deadline):
+            model.train()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            idx = torch.randint(len(train_pool), (cfg.train.batch_size,), generator=gen)
+            batch = train_pool.batch(kind, idx, d, gen)
+            inputs = None if batch.inputs is None else batch.inputs.to(device)
+            loss, parts = model.loss(batch.points.to(device), batch.occ.to(device), inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            wall = wall_at_start + time.time() - t_start
+            loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
+            bar.update(1)
+            bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{best_iou:.3f}")
+            if step % 50 == 0:
+                log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr_at(step, cfg))
+            if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
+                v = validate(model, val)
+                log.info("step %d val IoU %.4f at tau %.2f (wall %.1f min)", step, v.iou, v.tau, wall / 60)
+                if v.iou > best_iou:
+                    best_iou, best_tau = v.iou, v.tau
+                    meta = ModelMeta(
+                        name=name,
+                        kind=kind,
+                        tau=v.tau,
+                        config=cfg.to_dict()["model"],
+                        metrics=_metrics(v),
+                        training={
+                            "steps": step,
+                            "wall_time_min": round(wall / 60, 1),
+                            "batch_size": cfg.train.batch_size,
+                            "query_points": d.query_points,
+                            "data": {
+                                "source": d.source,
+                                "n_train": d.n_train,
+                                "seed": d.seed,
+                                **{key: getattr(d, key) for key in SCAN_KEYS},
+                                "near_surface_ratio": d.near_surface_ratio,
+                            },
+                            "device": str(device),
+                            "started_from": started_from,  # None for a run from scratch
                         },
-                        "device": str(device),
-                        "started_from": started_from,  # None for a run from scratch
-                    },
-                )
-                save_weights(out_dir / "best.safetensors", model, meta)
-            save_state()
-        elif step % cfg.train.checkpoint_every == 0:
-            save_state()
+                    )
+                    save_weights(out_dir / "best.safetensors", model, meta)
+                save_state()
+            elif step % cfg.train.checkpoint_every == 0:
+                save_state()
+    except (KeyboardInterrupt, Terminated) as stop:
+        # the last whole step's state is kept, so that running the same command resumes there
+        save_state()
+        bar.close()
+        log.info("%s at step %d; state saved", type(stop).__name__, step)
+        raise type(stop)(
+            f"the run's state at step {step} is saved in {state_path}; run the same command to resume"
+        ) from None
     save_state()
     bar.close()
     log.info(
