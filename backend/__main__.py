@@ -15,6 +15,7 @@ import argparse
 import importlib
 import re
 import sys
+import warnings
 from typing import NoReturn
 
 from . import __version__
@@ -70,14 +71,14 @@ def _stopped(status: int, reason: str, detail: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # the serve process has its own way to end (stdin closing); every other command stops on
-    # SIGTERM as on Ctrl-C
-    serving = "serve" in argv[:1]
+    if "serve" in argv[:1]:  # the serve process has its own way to end: stdin closing
+        args = _parse(argv)
+        return int(args._run(args))
     try:
-        if serving:
-            args = _parse(argv)
-            return int(args._run(args))
-        with terminate_as_exception():
+        with terminate_as_exception(), warnings.catch_warnings():
+            # what a user needs to know is printed as "warning:" lines; libraries' Python
+            # warnings (numpy's casts, PIL's odd files) would only add noise around them
+            warnings.simplefilter("ignore")
             args = _parse(argv)
             return int(args._run(args))
     except KeyboardInterrupt as e:

@@ -74,11 +74,7 @@ def _as_array(value: object, name: str) -> np.ndarray:
         arr = np.asarray(value)
     except (TypeError, ValueError) as e:
         raise InputError(f"{name} is not an array: {e}") from None
-    if (
-        arr.dtype == object
-        or np.iscomplexobj(arr)
-        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
-    ):
+    if arr.dtype.kind not in "biuf":  # bool, integers and floats; not complex, dates or objects
         raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
 

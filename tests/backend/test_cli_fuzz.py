@@ -42,7 +42,7 @@ from backend.limits import MAX_IMAGE_SIDE
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 FUZZ = settings(
-    max_examples=30,
+    max_examples=25,
     deadline=None,
     derandomize=True,
     database=None,
@@ -265,7 +265,7 @@ def test_damaged_model_files(folder: Path, engine_weights: Path) -> None:
     case.mkdir()
     model = case / "damaged.safetensors"
 
-    @settings(FUZZ, max_examples=120)
+    @settings(FUZZ, max_examples=100)
     @given(damaged_model(valid))
     def loads_or_refuses(data: bytes) -> None:
         model.write_bytes(data)
@@ -279,7 +279,7 @@ def test_damaged_model_files(folder: Path, engine_weights: Path) -> None:
 
     loads_or_refuses()
 
-    @settings(FUZZ, max_examples=15)
+    @settings(FUZZ, max_examples=10)
     @given(damaged_model(valid))
     def through_the_command(data: bytes) -> None:
         model.write_bytes(data)
@@ -322,7 +322,7 @@ BOUNDS = st.lists(
 )
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=50)
 @given(st.sampled_from(["chair_points.ply", "chair_voxels.npy"]), OPTIONS, st.none() | BOUNDS)
 def test_random_options(
     folder: Path, engine_weights: Path, name: str, options: dict, bounds: list | None
@@ -409,8 +409,13 @@ def _extreme_cases(folder: Path, weights: Path) -> list[tuple[str, list[str], in
         ("image declaring 10^10 pixels", [str(folder / "huge.png")], 2, True),
         ("npy declaring 10^12 points", [str(folder / "lying.npy")], 2, True),
         ("model metadata naming hidden = 4,000,000", [chair, "--model", model], 2, True),
-        ("bounds of 10^38", [voxels, "--bounds", "-1e38", "-1e38", "-1e38", "1e38", "1e38", "1e38"], 2, True),
-        ("an existing folder as the output", [chair, "-o", str(folder / "a folder.ply")], 2, True),
+        (
+            "bounds of 10^38",
+            [voxels, "--bounds", "-1e38", "-1e38", "-1e38", "1e38", "1e38", "1e38"],
+            2,
+            False,
+        ),
+        ("an existing folder as the output", [chair, "-o", str(folder / "a folder.ply")], 2, False),
         ("empty .npy", [str(folder / "empty.npy")], 2, False),
         ("binvox declaring 512^3 voxels", [str(folder / "huge.binvox")], 2, False),
         ("coordinates of 10^30", [str(folder / "far.npy")], 2, False),
