@@ -199,7 +199,6 @@ def test_saving_into_a_missing_folder_fails_without_leaving_files(
 @pytest.mark.parametrize(
     ("name", "value"),
     [("hidden", 10**6), ("n_blocks", 10**5), ("image_size", 10**6), ("grid_res", 8 * 10**4)],
-    [("hidden", 10**6), ("n_blocks", 10**5), ("image_size", 10**6), ("grid_res", 8 * 10**4)],
 )
 def test_model_sizes_in_metadata_are_checked_before_anything_is_built(
     tmp_path: Path, tiny_model: Callable[..., Any], name: str, value: int
