@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from .wire.frames import DEFAULT_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from .wire.frames import MAX_HEADER_BYTES as MAX_FRAME_HEADER_BYTES
-from .wire.model_header import MAX_HEADER_BYTES as MAX_MODEL_HEADER_BYTES
 
 # ---------------------------------------------------------------- observations
 # points of a cloud: ~1.4 GB of float64 coordinates while the largest cloud is prepared
@@ -39,6 +38,9 @@ MAX_THREADS = 256  # torch CPU threads
 MAX_EVAL_SHAPES = 100_000  # evaluate --n
 
 # ---------------------------------------------------------------- model files
+# a model file's JSON header (the shipped ones have 5 to 21 KB): parsing the largest costs at most
+# a few hundred MB; the add-on lists models with the wire's laxer reader (model_header.py)
+MAX_MODEL_HEADER_BYTES = 16 * 2**20
 MAX_MODEL_PARAMETERS = 100_000_000  # the shipped models have 0.3 to 3.4 million
 MAX_MODEL_IMAGE_SIZE = 512  # an image model's input side (the shipped one takes 64)
 MAX_MODEL_GRID_RES = 128  # a point model's feature grid per axis (the shipped ones use 16)

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.json is not None and not args.json.parent.is_dir():
             raise InputError(f"folder for --json does not exist: {args.json.parent}")
+        if args.json is not None and args.json.is_dir():
+            raise InputError(f"--json {args.json} is an existing folder; give a file name")
         settings = EvalSettings(
             split=args.split,
             n=args.n,

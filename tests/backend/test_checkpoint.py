@@ -225,3 +225,10 @@ def test_a_header_nested_beyond_the_stack_is_an_error(tmp_path: Path) -> None:
     path.write_bytes(len(text).to_bytes(8, "little") + text)
     with pytest.raises(CheckpointError, match="not a safetensors model file"):
         read_meta(path)
+
+
+def test_a_header_beyond_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge-header.safetensors"
+    path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="declares a header of 1,099,511,627,776 bytes"):
+        read_meta(path)
