@@ -19,6 +19,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ConfigError, ModelConfig, _build
+from .limits import (
+    MAX_MODEL_BLOCKS,
+    MAX_MODEL_GRID_RES,
+    MAX_MODEL_HEADER_BYTES,
+    MAX_MODEL_IMAGE_SIZE,
+    MAX_MODEL_NEIGHBOURS,
+    MAX_MODEL_PARAMETERS,
+    MAX_MODEL_WIDTH,
+)
 from .models import OccupancyNetwork, build_model
 from .wire.constants import Kind
 from .wire.model_header import (
@@ -32,6 +41,21 @@ from .wire.model_header import (
 )
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# the sizes a model file's metadata names, and the most each may be (see ``backend.limits``)
+SIZE_LIMITS = {
+    "hidden": MAX_MODEL_WIDTH,
+    "c_dim": MAX_MODEL_WIDTH,
+    "z_dim": MAX_MODEL_WIDTH,
+    "encoder_hidden": MAX_MODEL_WIDTH,
+    "encoder_width": MAX_MODEL_WIDTH,
+    "patch_width": MAX_MODEL_WIDTH,
+    "n_blocks": MAX_MODEL_BLOCKS,
+    "grid_res": MAX_MODEL_GRID_RES,
+    "image_size": MAX_MODEL_IMAGE_SIZE,
+    "neighbours": MAX_MODEL_NEIGHBOURS,
+}
+DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2}
+DTYPE_BYTES |= {"I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 class CheckpointError(ValueError):
@@ -66,9 +90,8 @@ def save_weights(path: str | Path, model: OccupancyNetwork, meta: ModelMeta, hal
         save_file(tensors, str(tmp), metadata=header)
         os.chmod(tmp, 0o644)  # a model file is for everyone to read, like any other installed file
         tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial file nor the old one changed
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # left only when interrupted or failed
 
 
 def read_meta(path: str | Path) -> ModelMeta:
@@ -77,7 +100,20 @@ def read_meta(path: str | Path) -> ModelMeta:
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
     try:
+        with path.open("rb") as f:
+            declared = int.from_bytes(f.read(8), "little")
+        if declared > MAX_MODEL_HEADER_BYTES:  # before the header is read and parsed
+            raise CheckpointError(
+                f"{path} is not a safetensors model file (it declares a header of {declared:,} "
+                f"bytes; model files have up to {MAX_MODEL_HEADER_BYTES:,})"
+            )
         fields = read_model_header(path)
+    except RecursionError:  # JSON nested beyond Python's stack
+        raise CheckpointError(
+            f"{path} is not a safetensors model file (its header nests too deeply)"
+        ) from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
     except NotSafetensorsError as e:
         raise CheckpointError(f"{path} is not a safetensors model file ({e})") from None
     except ForeignModelError:
@@ -94,6 +130,12 @@ def read_meta(path: str | Path) -> ModelMeta:
         config.validate()
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path} has invalid metadata: {e}") from None
+    for name, limit in SIZE_LIMITS.items():
+        if getattr(config, name) > limit:
+            raise CheckpointError(
+                f"{path} has invalid metadata: model.{name} = {getattr(config, name):,}, beyond the "
+                f"{limit:,} the backend takes"
+            )
     if meta.kind != config.kind:
         raise CheckpointError(
             f"{path} has invalid metadata: kind {meta.kind!r} but its config says {config.kind!r}"
@@ -108,8 +150,14 @@ def read_meta(path: str | Path) -> ModelMeta:
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[OccupancyNetwork, ModelMeta]:
-    """Load a model file -> (model in eval mode on ``device``, its metadata)."""
+    """Load a model file -> (model in eval mode on ``device``, its metadata).
+
+    Nothing the metadata names is allocated until the file is known to hold exactly those
+    tensors: the network is first built without memory (torch's meta device) and compared, size
+    by size, to the tensor table in the file's header, and that table to the file's real size.
+    """
     meta = read_meta(path)
+    _check_sizes(Path(path), meta.model_config())
     model = build_model(meta.model_config())
     try:
         tensors = load_file(str(path))
@@ -130,6 +178,68 @@ def load_checkpoint(
             f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model.to(device).eval(), meta
+
+
+def _tensor_table(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensors a safetensors file declares (name -> shape), checked against the file's size."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 0 < length < min(MAX_MODEL_HEADER_BYTES, size - 7):
+            raise CheckpointError(f"{path} is corrupt: its header declares {length:,} bytes")
+        try:
+            header = json.loads(f.read(length))
+        except (ValueError, RecursionError) as e:
+            raise CheckpointError(f"{path} is corrupt: its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is corrupt: its header is not a JSON object")
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(n) for n in entry["shape"])
+            start, stop = (int(n) for n in entry["data_offsets"])
+            nbytes = math.prod(shape) * DTYPE_BYTES[entry["dtype"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{path} is corrupt: tensor {name!r:.60} has an invalid entry ({e})"
+            ) from None
+        if min(shape, default=0) < 0 or not 0 <= start <= stop or stop - start != nbytes:
+            raise CheckpointError(f"{path} is corrupt: tensor {name!r:.60} declares inconsistent sizes")
+        shapes[name] = shape
+        end = max(end, stop)
+    if end != size - 8 - length:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated: its header declares {end:,} bytes of tensors, "
+            f"but the file holds {size - 8 - length:,}"
+        )
+    return shapes
+
+
+def _check_sizes(path: Path, config: ModelConfig) -> None:
+    """CheckpointError unless the network ``config`` names is within the limits and is exactly
+    what the file holds; nothing of the network's size is allocated."""
+    with torch.device("meta"):
+        network = build_model(config)
+    parameters = sum(p.numel() for p in network.parameters())
+    if parameters > MAX_MODEL_PARAMETERS:
+        raise CheckpointError(
+            f"{path} describes a network of {parameters:,} parameters; the backend takes up to "
+            f"{MAX_MODEL_PARAMETERS:,}"
+        )
+    held = _tensor_table(path)
+    wanted = {
+        k: tuple(v.shape) for k, v in network.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+    wrong = [k for k in wanted if held.get(k) != wanted[k]] + [k for k in held if k not in wanted]
+    if wrong:
+        first = wrong[0]
+        raise CheckpointError(
+            f"{path} does not match its config: {first!r} is {held.get(first, 'missing')} in the file, "
+            f"{wanted.get(first, 'unknown')} in the network its config describes"
+        )
 
 
 def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Path]:

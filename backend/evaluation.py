@@ -50,6 +50,7 @@ from .engine.grid import check_resolution
 from .engine.reconstructor import Reconstructor
 from .engine.types import InputError, MeshResult, Observation, ReconstructOptions
 from .kinds import kind as input_kind
+from .limits import MAX_EVAL_SHAPES, MAX_POINTS
 
 DEFAULT_POINTS, DEFAULT_NOISE = 300, 0.005  # the original's point-cloud setting
 PADDING = 0.1
@@ -88,8 +89,11 @@ class EvalSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if self.points is not None and not 1 <= self.points <= 10_000_000:
-            raise InputError(f"points must be 1 to 10,000,000, got {self.points}")
+            limit = MAX_EVAL_SHAPES if name == "n" else MAX_POINTS
+            if value > limit:
+                raise InputError(f"{name} may be at most {limit:,}, got {value:,}")
+        if self.points is not None and not 1 <= self.points <= MAX_POINTS:
+            raise InputError(f"points must be 1 to {MAX_POINTS:,}, got {self.points}")
         if self.noise is not None and not 0 <= self.noise < 0.5:
             raise InputError(f"noise must lie in [0, 0.5), got {self.noise}")
         if not 0 <= self.views <= 16:

@@ -34,6 +34,7 @@ from .data.dataset import DataError, validation_set
 from .data.onet_layout import OnetPool
 from .data.sources import open_split
 from .distributed import Ranks
+from .interrupts import Terminated
 from .models import OccupancyNetwork, build_model
 
 log = logging.getLogger("backend.train")
@@ -134,7 +135,12 @@ def _load_model_of(
     return model, meta
 
 
-def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, Any]:
+def _start_from(
+    model: OccupancyNetwork,
+    path: Path,
+    cfg: Config,
+    loaded: tuple[OccupancyNetwork, ModelMeta] | None = None,
+) -> dict[str, Any]:
     """Copy a model file's weights into ``model``; returns its provenance, for the new run's metadata.
 
     The provenance nests: a model fine-tuned from a fine-tuned model names every earlier stage.
@@ -142,7 +148,7 @@ def _start_from(model: OccupancyNetwork, path: Path, cfg: Config) -> dict[str, A
     ResumeError unless it is the same network, or this one differs only in reading more of the
     observation at each point: more pixel stages, or patches of neighbours.
     """
-    source, meta = _load_model_of(path, cfg, "start from", may_grow=True)
+    source, meta = loaded or _load_model_of(path, cfg, "start from", may_grow=True)
     # the new inputs append feature channels to the decoder's input: their weights start at
     # zero, so the new network computes exactly what the old one did and learns to use them;
     # the modules that compute them (the patch MLP) keep their fresh initialisation
@@ -212,6 +218,10 @@ class TrainingRun:
         self.ranks = ranks = distributed.from_environment() if ranks is None else ranks
         self.out_dir = Path(cfg.train.out_dir)
         self.state_path = self.out_dir / "state.pt"
+        # the model to start from is checked before any folder or data split is made
+        self._initial = None
+        if init is not None and ranks.main and not self.state_path.exists():
+            self._initial = _load_model_of(init, cfg, "start from", may_grow=True)
         if ranks.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _setup_logging(self.out_dir)
@@ -271,7 +281,7 @@ class TrainingRun:
                 if self.state_path.exists():
                     outcome = ("resume", self._read_state())
                 elif init is not None:
-                    outcome = ("init", _start_from(self.model, init, self.cfg))
+                    outcome = ("init", _start_from(self.model, init, self.cfg, self._initial))
             except ResumeError as e:
                 outcome = ("error", str(e))
         what, value = distributed.from_main(outcome, self.ranks)
@@ -397,32 +407,45 @@ class TrainingRun:
             disable=not ranks.main,
         )
         loss_avg = None
-        while self.step < stop:
-            if distributed.any_rank(deadline is not None and time.time() >= deadline, ranks):
-                break
-            model.train()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(self.step, cfg)
-            batch = self.pool.batch(kind, self._draw(), d, self.gen)
-            inputs = None if batch.inputs is None else batch.inputs.to(device)
-            loss, parts = self.loss(batch.points.to(device), batch.occ.to(device), inputs)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            self.step += 1
-            step = self.step
-            self.wall = wall_at_start + time.time() - t_start
-            loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
-            bar.update(1)
-            bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{self.best_iou:.3f}")
-            if step % 50 == 0:
-                log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr_at(step, cfg))
-            if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-                if ranks.main:
-                    self._validate()
-                self.save_state()
-            elif step % cfg.train.checkpoint_every == 0:
-                self.save_state()
+        try:
+            while self.step < stop:
+                if distributed.any_rank(deadline is not None and time.time() >= deadline, ranks):
+                    break
+                model.train()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(self.step, cfg)
+                batch = self.pool.batch(kind, self._draw(), d, self.gen)
+                inputs = None if batch.inputs is None else batch.inputs.to(device)
+                loss, parts = self.loss(batch.points.to(device), batch.occ.to(device), inputs)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.step += 1
+                step = self.step
+                self.wall = wall_at_start + time.time() - t_start
+                loss_avg = parts["bce"] if loss_avg is None else 0.98 * loss_avg + 0.02 * parts["bce"]
+                bar.update(1)
+                bar.set_postfix(bce=f"{loss_avg:.4f}", best_iou=f"{self.best_iou:.3f}")
+                if step % 50 == 0:
+                    lr = lr_at(step, cfg)
+                    log.info("step %d bce %.4f kl %.3f lr %.2e", step, loss_avg, parts["kl"], lr)
+                if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
+                    if ranks.main:
+                        self._validate()
+                    self.save_state()
+                elif step % cfg.train.checkpoint_every == 0:
+                    self.save_state()
+        except (KeyboardInterrupt, Terminated) as stopped:
+            bar.close()
+            if ranks.distributed:  # the other processes may be gone: no collective save
+                raise
+            # the last whole step's state is kept, so that running the same command resumes there
+            self.save_state()
+            log.info("%s at step %d; state saved", type(stopped).__name__, self.step)
+            raise type(stopped)(
+                f"the run's state at step {self.step} is saved in {self.state_path}; "
+                "run the same command to resume"
+            ) from None
         self.save_state()
         bar.close()
         log.info(

@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.json is not None and not args.json.parent.is_dir():
             raise InputError(f"folder for --json does not exist: {args.json.parent}")
+        if args.json is not None and args.json.is_dir():
+            raise InputError(f"--json {args.json} is an existing folder; give a file name")
         settings = settings_from_args(args)
         engine = Reconstructor(args.device, threads=args.threads)
         report = evaluate(engine, args.weights, settings)

@@ -25,12 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
     from ..data.meshes import MeshDataError
     from ..data.sources import check_source
+    from ..limits import MAX_THREADS
 
     try:
         cfg = load_config(args.config)
         if args.threads is not None:
-            if args.threads < 1:
-                raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+            if not 1 <= args.threads <= MAX_THREADS:
+                raise ConfigError(f"--threads must be 1 to {MAX_THREADS}, got {args.threads}")
             cfg.train.threads = args.threads
         if args.minutes is not None and not args.minutes > 0:
             raise ConfigError(f"--minutes must be positive, got {args.minutes}")

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig
+from ..interrupts import ignore_interrupts
 from .meshes import prepared_split, voxel_probe_points
 from .render import render
 from .shapes import Frame, ShapeSet, random_rotation, random_shape
@@ -201,7 +202,7 @@ def _generate(cfg: DataConfig, split: str, indices: range, workers: int) -> list
                     shapes.append(make_shape(seed, split_id, i, job_cfg))
                     bar.update(1)
         else:
-            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=ignore_interrupts) as pool:
                 for part in pool.imap(_worker, jobs):
                     shapes.extend(part)
                     bar.update(len(part))

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..containment import WindingNumber
+from ..interrupts import ignore_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def prepare_meshes(
     else:
         import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=ignore_interrupts) as pool:
             for result in pool.imap(_prepare_worker, jobs):
                 results.append(result)
                 bar.update(1)

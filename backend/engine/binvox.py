@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..limits import MAX_VOXEL_DIM
+from .observation import check_file_size
 from .types import InputError
 
-MAX_DIM = 1024
+RUN_LENGTH = 255  # the most voxels one (value, count) pair covers
 
 
 @dataclass
@@ -27,6 +29,7 @@ def read_binvox(path: str | Path) -> Binvox:
     """Parse a binvox file; InputError naming the problem if it is not a valid one."""
     path = Path(path)
     try:
+        check_file_size(path)
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
@@ -42,8 +45,9 @@ def read_binvox(path: str | Path) -> Binvox:
             raise InputError(f"{path} is not a binvox file (it does not start with '#binvox')")
         if line == "data":
             break
-        key, *rest = line.split()
-        header[key] = rest
+        if line:
+            key, *rest = line.split()
+            header[key] = rest
     else:
         raise InputError(f"{path} is not a binvox file: no 'data' line in its header")
     try:
@@ -52,16 +56,29 @@ def read_binvox(path: str | Path) -> Binvox:
         scale = float(header.get("scale", ["1"])[0])
     except (KeyError, ValueError) as e:
         raise InputError(f"{path} has an invalid binvox header ({e})") from None
-    if len(dims) != 3 or min(dims) < 1 or max(dims) > MAX_DIM or translate.shape != (3,):
+    if len(dims) != 3 or min(dims) < 1 or translate.shape != (3,):
         raise InputError(f"{path} has invalid binvox dimensions {header.get('dim')}")
+    if max(dims) > MAX_VOXEL_DIM:
+        raise InputError(
+            f"{path} declares a {' x '.join(map(str, dims))} grid; the backend takes at most "
+            f"{MAX_VOXEL_DIM} cells per axis"
+        )
     if not (np.isfinite(translate).all() and np.isfinite(scale) and scale > 0):
         raise InputError(f"{path} has an invalid binvox translate/scale")
+    n = int(np.prod(dims))
+    data = len(raw) - pos
+    # the header never decides what is allocated: the data must hold between one pair per 255
+    # voxels and one pair per voxel (and a stray trailing byte, which some writers add)
+    if not 2 * -(-n // RUN_LENGTH) <= data <= 2 * n + 1:
+        raise InputError(
+            f"{path} is truncated or corrupt: its header declares {n:,} voxels, which {data:,} bytes "
+            "of run-length data cannot hold"
+        )
     pairs = np.frombuffer(raw[pos:], np.uint8)
     if len(pairs) % 2:
         pairs = pairs[:-1]  # a stray trailing byte (some writers add a newline)
-    values, counts = pairs[0::2], pairs[1::2].astype(np.int64)
-    n = int(np.prod(dims))
-    if counts.sum() != n:
+    values, counts = pairs[0::2], pairs[1::2].astype(np.int32)  # n fits: MAX_VOXEL_DIM ** 3 < 2^31
+    if counts.sum(dtype=np.int64) != n:
         raise InputError(f"{path} is truncated or corrupt: its data holds {counts.sum()} voxels, not {n}")
     flat = np.repeat(values > 0, counts)
     # stored order is x, z, y (y fastest): reorder to [x, y, z]

@@ -11,10 +11,12 @@ import time
 
 import numpy as np
 
+from ..limits import MAX_REFINE_STEPS
 from .field import Field
 from .grid import Grid
 from .lattice import LatticeValues
 from .marching import march_surface_cells
+from .mesh_check import check_mesh
 from .mise import find_surface_cells
 from .observation import UserFrame
 from .postprocess import refine_mesh, simplify_mesh, vertex_normals
@@ -38,6 +40,8 @@ def check_options(options: ReconstructOptions) -> None:
         or options.refine_steps < 0
     ):
         raise InputError(f"refine_steps must be a non-negative integer, got {options.refine_steps!r}")
+    if options.refine_steps > MAX_REFINE_STEPS:
+        raise InputError(f"refine_steps may be at most {MAX_REFINE_STEPS:,}, got {options.refine_steps:,}")
     target = options.simplify_faces
     if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 4):
         raise InputError(f"simplify_faces must be an integer of at least 4 (or None), got {target!r}")
@@ -145,9 +149,12 @@ def extract_mesh(
         report("normals", 1.0)
         timings["normals"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
+    user_vertices = frame.to_user(vertices).reshape(-1, 3)
+    user_faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
+    check_mesh(user_vertices, user_faces, frame, normals)
     return MeshResult(
-        vertices=frame.to_user(vertices).reshape(-1, 3),
-        faces=np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3),
+        vertices=user_vertices,
+        faces=user_faces,
         tau=tau,
         timings=timings,
         normals=normals,

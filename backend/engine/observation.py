@@ -22,17 +22,27 @@ result lands where the input was.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..limits import (
+    MAX_COORDINATE,
+    MAX_IMAGE_SIDE,
+    MAX_INPUT_FILE_BYTES,
+    MAX_OFFSET_TO_EXTENT,
+    MAX_POINTS,
+    MAX_VOXEL_DIM,
+)
 from ..wire.constants import VOXEL_RES
 from .framing import Framing, frame, object_mask
 from .types import InputError
 
 MIN_POINTS = 10
-MAX_CLOUD_POINTS = 20_000_000  # ~1.4 GB of float64 coordinates while a cloud is prepared
+IMAGE_ROWS_AT_ONCE = 256
+FRAMING_SIDE = 1024  # larger pictures are framed at this size: the models read 64 to 224 pixels
 
 
 @dataclass(frozen=True)
@@ -67,29 +77,79 @@ def _as_array(value: object, name: str) -> np.ndarray:
         arr = np.asarray(value)
     except (TypeError, ValueError) as e:
         raise InputError(f"{name} is not an array: {e}") from None
-    if (
-        arr.dtype == object
-        or np.iscomplexobj(arr)
-        or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
-    ):
+    if arr.dtype.kind not in "biuf":  # bool, integers and floats; not complex, dates or objects
         raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
+
+
+def check_file_size(path: Path) -> int:
+    """The size of an input file; InputError beyond ``limits.MAX_INPUT_FILE_BYTES``."""
+    size = path.stat().st_size
+    if size > MAX_INPUT_FILE_BYTES:
+        raise InputError(
+            f"{path} is {size / 2**30:.1f} GiB; input files may be up to "
+            f"{MAX_INPUT_FILE_BYTES / 2**30:.0f} GiB"
+        )
+    return size
+
+
+def check_point_count(n: int) -> None:
+    """InputError for a cloud beyond ``limits.MAX_POINTS`` (readers call it with a header's count)."""
+    if n > MAX_POINTS:
+        raise InputError(
+            f"the point cloud has {n:,} points, more than the {MAX_POINTS:,} the backend "
+            "takes; thin it first (e.g. a voxel-grid filter at the scan's resolution)"
+        )
+
+
+def check_voxel_shape(shape: tuple[int, ...]) -> None:
+    """InputError for a grid with more than ``limits.MAX_VOXEL_DIM`` cells on an axis."""
+    if len(shape) == 3 and max(shape) > MAX_VOXEL_DIM:
+        raise InputError(
+            f"the voxel grid is {' x '.join(map(str, shape))}; the backend takes at most "
+            f"{MAX_VOXEL_DIM} cells per axis (it resamples every grid to {VOXEL_RES}^3)"
+        )
+
+
+def check_image_size(width: int, height: int) -> None:
+    """InputError for an image wider or taller than ``limits.MAX_IMAGE_SIDE`` (before decoding it)."""
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise InputError(
+            f"the image is {width:,} x {height:,} pixels; the backend takes at most {MAX_IMAGE_SIDE:,} "
+            f"on each side (the model sees it at 64 x 64): scale it down first"
+        )
+
+
+def _check_magnitude(values: np.ndarray, name: str) -> None:
+    """Coordinates beyond ``limits.MAX_COORDINATE`` would overflow the float32 mesh."""
+    if values.size and float(np.abs(values).max()) > MAX_COORDINATE:
+        raise InputError(
+            f"the {name} reach {float(np.abs(values).max()):.3g}; the backend takes magnitudes up to "
+            f"{MAX_COORDINATE:g} (the mesh is written in float32): move or scale the input first"
+        )
+
+
+def _check_offset(center: np.ndarray, extent: float, name: str) -> None:
+    """The float32 mesh must resolve the input: refuse one far from the origin for its size."""
+    offset = float(np.abs(center).max())
+    if offset > MAX_OFFSET_TO_EXTENT * extent:
+        raise InputError(
+            f"the {name} span {extent:.3g} but lie {offset:.3g} from the origin, more than "
+            f"{MAX_OFFSET_TO_EXTENT:,.0f} times their size: float32 vertices could not resolve the "
+            "shape there; move the input nearer to the origin first"
+        )
 
 
 def prepare_points(points: object, max_points: int | None, seed: int = 0) -> Prepared:
     """(N, 3) points in any frame -> (1, n, 3) float32 in the unit frame.
 
     ``max_points``: a model trained on a fixed number of points gets a subsample of that size;
-    None (a model for any density) takes every point, up to MAX_CLOUD_POINTS.
+    None (a model for any density) takes every point, up to ``limits.MAX_POINTS``.
     """
     arr = _as_array(points, "points")
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise InputError(f"points must be an (N, 3) array, got shape {arr.shape}")
-    if len(arr) > MAX_CLOUD_POINTS:
-        raise InputError(
-            f"the point cloud has {len(arr):,} points, more than the {MAX_CLOUD_POINTS:,} the backend "
-            "takes; thin it first (e.g. a voxel-grid filter at the scan's resolution)"
-        )
+    check_point_count(len(arr))
     arr = arr.astype(np.float64)
     warnings = []
     finite = np.isfinite(arr).all(axis=1)
@@ -98,6 +158,7 @@ def prepare_points(points: object, max_points: int | None, seed: int = 0) -> Pre
             f"dropped {int((~finite).sum())} of {len(arr)} points with NaN or infinite coordinates"
         )
         arr = arr[finite]
+    _check_magnitude(arr, "point coordinates")
     if len(arr) < MIN_POINTS:
         raise InputError(
             f"a point cloud needs at least {MIN_POINTS} points with finite coordinates, got {len(arr)}"
@@ -110,6 +171,7 @@ def prepare_points(points: object, max_points: int | None, seed: int = 0) -> Pre
         raise InputError("the point coordinates are too large to normalise (their extent overflows)")
     if not extent > 1e-9 * max(1.0, float(np.abs(center).max())):
         raise InputError("all points lie at one spot: the point cloud has no extent to reconstruct")
+    _check_offset(center, extent, "points")
     if max_points is not None and len(arr) > max_points:
         rng = np.random.default_rng(seed)
         arr = arr[np.sort(rng.choice(len(arr), max_points, replace=False))]
@@ -127,6 +189,7 @@ def _voxel_bounds(bounds: object | None) -> np.ndarray:
         raise InputError(f"bounds must be a (2, 3) array of min and max corners, got shape {b.shape}")
     if not np.isfinite(b).all():
         raise InputError("bounds must be finite")
+    _check_magnitude(b, "bounds")
     if not (b[1] > b[0]).all():
         raise InputError(f"bounds need max > min on every axis, got min {b[0].tolist()} max {b[1].tolist()}")
     return b
@@ -136,6 +199,7 @@ def _occupancy(voxels: object) -> np.ndarray:
     arr = _as_array(voxels, "voxels")
     if arr.ndim != 3 or min(arr.shape) < 1:
         raise InputError(f"voxels must be a 3D (X, Y, Z) grid, got shape {arr.shape}")
+    check_voxel_shape(arr.shape)
     if arr.dtype == bool:
         return arr
     if not np.isfinite(arr).all():
@@ -160,6 +224,7 @@ def prepare_voxels(voxels: object, bounds: object | None = None) -> Prepared:
         side = float((b[1] - b[0]).max())
     if not np.isfinite(side):
         raise InputError("the bounds are too large (their extent overflows)")
+    _check_offset(center, side, "voxel grid")
     frame = UserFrame(center, side)
     shape = np.array(occ.shape)
     if occ.shape == (VOXEL_RES,) * 3 and np.allclose(b[1] - b[0], side):
@@ -197,17 +262,35 @@ def read_picture(image: object) -> tuple[np.ndarray, np.ndarray | None]:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
         raise InputError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
-        if arr.dtype != bool and (arr.min() < 0 or arr.max() > 255):
-            raise InputError("an integer image must hold values in 0..255")
-        img = arr.astype(np.float32) / (1.0 if arr.dtype == bool else 255.0)
-    else:
-        img = arr.astype(np.float32)
-        if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
-            raise InputError("a float image must hold finite values in [0, 1]")
+    check_image_size(arr.shape[1], arr.shape[0])
+    integer = np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool
+    if integer and arr.dtype != bool and (arr.min() < 0 or arr.max() > 255):
+        raise InputError("an integer image must hold values in 0..255")
+    if not integer and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1):
+        raise InputError("a float image must hold finite values in [0, 1]")
+    if max(arr.shape[:2]) > FRAMING_SIDE:
+        arr = _shrink(arr, integer)
+    img = arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):  # 0..255 (bool is 0..1 already)
+        img /= 255.0
     if img.shape[2] == 1:
         return np.repeat(img, 3, axis=2), None
     return img[:, :, :3], (img[:, :, 3] if img.shape[2] == 4 else None)
+
+
+def _shrink(arr: np.ndarray, integer: bool) -> np.ndarray:
+    """A large (H, W, C) picture, checked, as 8 bits at most FRAMING_SIDE on its longest side."""
+    if integer:
+        eight = arr.astype(np.uint8) * (255 if arr.dtype == bool else 1)
+    else:
+        eight = np.empty(arr.shape, np.uint8)
+        for row in range(0, len(arr), IMAGE_ROWS_AT_ONCE):  # a few rows at a time: no float copy
+            eight[row : row + IMAGE_ROWS_AT_ONCE] = np.round(arr[row : row + IMAGE_ROWS_AT_ONCE] * 255)
+    h, w, c = eight.shape
+    factor = FRAMING_SIDE / max(h, w)
+    size = (max(round(w * factor), 1), max(round(h * factor), 1))
+    small = Image.fromarray(eight[:, :, 0] if c == 1 else eight).resize(size, Image.Resampling.BOX)
+    return np.asarray(small).reshape(size[1], size[0], c)
 
 
 def prepare_image(image: object, size: int, framed: bool = True, mask: np.ndarray | None = None) -> Prepared:
@@ -218,6 +301,13 @@ def prepare_image(image: object, size: int, framed: bool = True, mask: np.ndarra
     square with white, as the model's own renders are made.
     """
     rgb, alpha = read_picture(image)
+    if mask is not None:
+        mask = np.asarray(mask, np.float32)
+        picture = np.shape(image)[:2]  # type: ignore[arg-type]  # read_picture has checked it
+        if mask.shape != picture:
+            raise InputError(f"the mask is {mask.shape[::-1]} pixels but the picture is {picture[::-1]}")
+        if mask.shape != rgb.shape[:2]:  # the picture was shrunk
+            mask = _shrink((mask / max(float(mask.max()), 1e-6)).clip(0, 1)[:, :, None], False)[:, :, 0]
     if framed:
         square, framing = frame(rgb, object_mask(rgb, alpha, mask))
     else:

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
 from ..kinds import observed_kind
+from ..limits import MAX_THREADS
 from ..models import OccupancyNetwork
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
@@ -85,8 +86,8 @@ class Reconstructor:
             raise InputError(f"weights folder not found: {weights_dir}")
         self.weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
         if threads is not None:
-            if threads < 1:
-                raise InputError(f"threads must be at least 1, got {threads}")
+            if not 1 <= threads <= MAX_THREADS:
+                raise InputError(f"threads must be 1 to {MAX_THREADS}, got {threads}")
             torch.set_num_threads(threads)
         self.cache = FieldCache(cache_bytes)
         self._loaded: dict[str, tuple[OccupancyNetwork, ModelMeta, float]] = {}

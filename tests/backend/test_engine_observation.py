@@ -61,7 +61,8 @@ def test_large_clouds_are_subsampled_to_the_training_size_deterministically() ->
         (np.zeros((5, 3, 3)), r"\(N, 3\)"),
         (np.array([["a", "b", "c"]] * 20), "numbers"),
         (np.ones((20, 3), complex), "real numbers"),
-        (np.array([[-1e308] * 3, [1e308] * 3] * 10), "too large"),
+        (np.array([[-1e308] * 3, [1e308] * 3] * 10), "magnitudes up to"),
+        (np.array([[1e13] * 3] + [[0.0] * 3] * 20), "magnitudes up to"),
     ],
 )
 def test_bad_point_clouds_are_refused_with_a_clear_message(points: np.ndarray, message: str) -> None:

@@ -196,7 +196,7 @@ def test_observations_follow_points_noise_and_views(
     ("args", "message"),
     [
         (["--views", "40"], "views must be 0 (the whole surface) to 16"),
-        (["--points", "0"], "points must be 1 to 10,000,000"),
+        (["--points", "0"], "points must be 1 to 20,000,000"),
         (["--resolution", "48"], "resolution must be one of 32, 64, 128, 256, 512, got 48"),
         (["--n", "0"], "n must be a positive integer, got 0"),
         (["--tau", "1.5"], "tau must lie strictly between 0 and 1"),

@@ -122,6 +122,6 @@ def test_the_engine_takes_every_point_of_a_dense_cloud(
 
 
 def test_a_cloud_beyond_the_limit_is_refused_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(observation, "MAX_CLOUD_POINTS", 1000)
+    monkeypatch.setattr(observation, "MAX_POINTS", 1000)
     with pytest.raises(InputError, match="more than the 1,000"):
         observation.prepare_points(np.zeros((1001, 3)), None)
