@@ -10,8 +10,10 @@ Threads:
 
 The process ends when its input closes (the add-on quit, crashed or was killed), on ``shutdown``,
 when a reply cannot be written (the client is gone), or after a frame error that makes the stream
-unreadable: bad magic, another protocol version, nonzero flags, an oversized header, or a stream
-that ends inside a frame. Every other bad request is answered with an ``error`` and serving goes on.
+unreadable: bad magic, another protocol version, nonzero flags, an oversized header, a payload
+beyond ``max_payload_bytes`` (it cannot be skipped without reading it), or a stream that ends
+inside a frame. Such an error is answered with a fatal ``error`` (its code says which) before the
+process exits. Every other bad request is answered with an ``error`` and serving goes on.
 
 Exit status: 0 after an orderly end (``shutdown``, input closed, client gone); 1 when the engine
 could not be loaded (reported to the client as ``engine_unavailable`` first); 2 when the input
