@@ -730,3 +730,89 @@ def test_only_a_missing_field_is_an_unknown_field() -> None:
         assert other.fields["message"] == "KeyError: 'other'"
         released = ask(Message("release", 3, {"field_id": "gone"}))
         assert (released.id, released.fields["code"]) == (3, wire.UNKNOWN_FIELD)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A backend that hangs or dies: the client never waits for ever
+
+SILENT_BACKEND = textwrap.dedent(
+    """
+    import sys
+    from backend import wire
+    from backend.wire import FrameReader, Message
+    reader = FrameReader(sys.stdin.buffer, wire.CLIENT_MESSAGES)
+    reader.read()  # hello
+    ready = {"protocol_version": 1, "backend_version": "0", "device": "cpu", "models": [], "pid": 0,
+             "max_payload_bytes": 1 << 30}
+    sys.stdout.buffer.write(wire.frame_bytes(Message("ready", None, ready)))
+    sys.stdout.buffer.flush()
+    while reader.read() is not None:  # reads every request, answers none
+        pass
+    """
+)
+
+
+def test_a_backend_that_reads_but_never_answers_is_given_up() -> None:
+    client = BackendProcess([sys.executable, "-c", SILENT_BACKEND], cwd=REPO, env=serve_env())
+    client.wait_ready(60)
+    pending = client.echo("anyone there?")
+    with pytest.raises(BackendError) as caught:
+        pending.wait(30, silence=1.0)
+    error = caught.value
+    assert error.code == wire.NO_ANSWER and error.fatal and "sent nothing for 1 s" in error.message
+    assert not client.alive()
+    with pytest.raises(BackendError) as again:  # the conversation is over: later requests say why
+        client.echo(None)
+    assert again.value is error
+    assert client.close() == -signal.SIGKILL
+
+
+def test_a_stopped_backend_blocks_neither_sending_nor_waiting(weights_dir: Path) -> None:
+    """SIGSTOP: the process neither reads nor writes. A request larger than the pipe's buffer must
+    not block the caller, and waiting ends once the backend has been silent for the limit."""
+    client = start(weights_dir)
+    os.kill(client.pid, signal.SIGSTOP)
+    try:
+        sent: list[wire.Pending] = []
+        sender = threading.Thread(target=lambda: sent.append(client.echo(None, {"a": np.ones(2**20)})))
+        sender.start()
+        sender.join(30)
+        assert sent, "sending to a stopped backend blocked the caller"
+        with pytest.raises(BackendError) as caught:
+            sent[0].wait(60, silence=1.0)
+        assert caught.value.code == wire.NO_ANSWER
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it is normally killed and reaped by now
+            os.kill(client.pid, signal.SIGCONT)
+    assert client.close() == -signal.SIGKILL
+
+
+def test_a_backend_killed_mid_request_fails_it_at_once(weights_dir: Path) -> None:
+    client = start(weights_dir)
+    busy = client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 512})
+    while busy.progress is None:
+        time.sleep(0.01)
+    os.kill(client.pid, signal.SIGKILL)
+    error = fail(busy, 30)  # no silence limit needed: the closed pipe says it
+    assert error.code == wire.BACKEND_EXITED and error.fatal and "status -9" in error.message
+    assert client.close() == -signal.SIGKILL
+
+
+def test_a_request_over_the_payload_limit_is_refused_before_it_is_sent(backend: BackendProcess) -> None:
+    too_big = np.ones(int(MAX_PAYLOAD_MB * 2**20) // 4 + 1, np.float32)
+    with pytest.raises(BackendError) as caught:
+        backend.echo(None, {"a": too_big})
+    assert caught.value.code == wire.PAYLOAD_TOO_LARGE and not caught.value.fatal
+    assert "exceed the backend's limit of 2,097,152 bytes" in caught.value.message
+    assert backend.echo("still here").wait(10).fields["data"] == "still here"
+
+
+def test_an_oversized_payload_sent_before_ready_ends_the_conversation(weights_dir: Path) -> None:
+    """Before ``ready`` the client can only assume serve's default limit; a backend started with a
+    smaller one answers with a fatal error and exits 2, which fails the request."""
+    client = BackendProcess(serve_argv(weights_dir, "--max-payload-mb", "0.01"), cwd=REPO, env=serve_env())
+    error = fail(client.echo(None, {"a": np.ones(10_000)}), 60)
+    assert error.code == wire.PAYLOAD_TOO_LARGE and error.fatal
+    assert "exceeds the limit of 10485 bytes" in error.message
+    assert client.close() == 2
+    assert "Traceback" not in client.stderr_tail(200)
