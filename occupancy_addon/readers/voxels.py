@@ -90,7 +90,8 @@ def read_triangles(
 def _volume_triangles(context: bpy.types.Context, volume: bpy.types.Object) -> tuple[np.ndarray, np.ndarray]:
     """A volume's surface through Blender's own conversion (the Volume to Mesh modifier) on a
     temporary object that shares the volume's transform, so the mesh is in the volume's frame."""
-    grids = volume.data.grids if isinstance(volume.data, bpy.types.Volume) else None
+    shown = evaluated_object(volume, context).data  # its modifiers may make the grids
+    grids = shown.grids if isinstance(shown, bpy.types.Volume) else None
     if grids is None or not grids.load() or len(grids) == 0:
         problem = f" ({grids.error_message})" if grids is not None and grids.error_message else ""
         raise UserError(

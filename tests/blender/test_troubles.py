@@ -174,6 +174,8 @@ def test_a_volume_without_grids(addon: ModuleType) -> None:
     bpy.context.scene.collection.objects.link(volume)
     bpy.context.view_layer.objects.active = volume
     fails(r"The volume 'Empty Volume' has no grids to voxelise: load a VDB file into it")
+    volume.data.filepath = "//nowhere.vdb"
+    fails(r"The volume 'Empty Volume' has no grids to voxelise \(nowhere.vdb not found\)")
 
 
 # ---------------------------------------------------------------------------------------------------------
