@@ -220,6 +220,30 @@ def test_a_backend_that_stops_answering_mid_request(
     assert bpy.ops.occupancy.reconstruct(resolution=32) == {"FINISHED"}
 
 
+def test_a_backend_that_ignores_cancel_is_stopped(
+    addon: ModuleType, monkeypatch: pytest.MonkeyPatch, run_and_interrupt: Callable[..., object]
+) -> None:
+    """Cancel ends the run even when the backend cannot act on it; the process is stopped (not a
+    crash: nothing to restart by hand) and the next run starts a fresh one."""
+    scan = points_mesh("Scan", chair_points())
+    assert bpy.ops.occupancy.reconstruct(resolution=32) == {"FINISHED"}
+    bpy.context.view_layer.objects.active = scan
+    monkeypatch.setattr(addon.service, "CANCEL_GRACE_S", 1.0)
+    process = addon.runtime.service.process
+
+    def stop_then_cancel(task: object) -> None:
+        os.kill(process.pid, signal.SIGSTOP)
+        addon.runtime.request_cancel()
+
+    outcome = run_and_interrupt(lambda: bpy.ops.occupancy.reconstruct(resolution=512), stop_then_cancel)
+    assert outcome == {"CANCELLED"} and not process.alive()
+    assert not addon.runtime.status.crashed and not addon.runtime.status.error
+    assert sorted(o.name for o in bpy.data.objects) == ["Scan", "Scan.occupancy"]
+    bpy.context.view_layer.objects.active = scan
+    assert bpy.ops.occupancy.reconstruct(resolution=32) == {"FINISHED"}
+    assert addon.runtime.service.process.pid != process.pid
+
+
 def test_a_protocol_error_offers_restart(
     addon: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
