@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -372,8 +373,23 @@ class ServeRun:
     stderr: str
 
 
+def watch_peak_memory(pid: int, peak: list[int]) -> None:
+    """Keep ``peak[0]`` at the process's peak resident memory (VmHWM) until it exits. (``wait4``
+    cannot tell: on Linux a child's ``ru_maxrss`` starts from its parent's at ``exec``.)"""
+    while True:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        if found is None:  # a zombie: its memory is gone
+            return
+        peak[0] = max(peak[0], 1024 * int(found.group(1)))
+        time.sleep(0.005)
+
+
 def exits_within(pid: int, seconds: float) -> bool:
-    """Whether the child ``pid`` exits within ``seconds`` (it is left unreaped for ``wait4``)."""
+    """Whether the child ``pid`` exits within ``seconds`` (left unreaped: the caller reaps it)."""
     deadline = time.monotonic() + seconds
     while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         if time.monotonic() >= deadline:
@@ -386,7 +402,7 @@ def converse_with_serve(
     weights: Path, data: bytes, until: Callable[[list[Message]], bool] | None = None, timeout: float = 60
 ) -> ServeRun:
     """Write ``data`` to a fresh ``serve``, then close its input (once the replies satisfy
-    ``until``, if given); collect its replies, stderr, exit status and peak memory (``wait4``)."""
+    ``until``, if given); collect its replies, stderr, exit status and peak memory."""
     proc = subprocess.Popen(
         serve_argv(weights),
         cwd=REPO,
@@ -401,14 +417,16 @@ def converse_with_serve(
     problems: list[str] = []
     err: list[bytes] = []
     stderr = proc.stderr
+    peak = [0]
     threads = [
+        threading.Thread(target=watch_peak_memory, args=(proc.pid, peak), daemon=True),
         threading.Thread(target=_read_replies, args=(proc.stdout, replies, problems), daemon=True),
         threading.Thread(target=lambda: err.append(stderr.read()), daemon=True),
         threading.Thread(target=_feed, args=(proc.stdin, data, False), daemon=True),
     ]
     for thread in threads:
         thread.start()
-    threads[2].join(timeout)
+    threads[3].join(timeout)
     deadline = time.monotonic() + timeout
     while until is not None and not until(replies) and time.monotonic() < deadline:
         if exits_within(proc.pid, 0.02):
@@ -419,16 +437,15 @@ def converse_with_serve(
     if not ended:
         problems.append("serve did not exit after its input closed")
         proc.kill()
-    _, raw_status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(raw_status)
-    for thread in threads[:2]:
+    for thread in threads[:3]:
         thread.join(timeout)
+    proc.wait()
     text = b"".join(err).decode("utf-8", "replace")
     if "Traceback" in text:
         problems.append(f"a traceback on stderr: {text[-2000:]}")
     status = proc.returncode if ended else None
     check_replies(replies, status, problems)
-    return ServeRun(Conversation(status, replies, problems), usage.ru_maxrss * 1024, text)  # KiB on Linux
+    return ServeRun(Conversation(status, replies, problems), peak[0], text)
 
 
 @pytest.fixture(scope="module")
