@@ -12,16 +12,31 @@ import bpy
 import numpy as np
 
 
+def checked_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``vertices`` as float32 (V, 3) and ``faces`` as int32 (F, 3), or ValueError when they cannot
+    make a mesh: non-finite coordinates (also after rounding to float32) or faces that point past
+    the vertices. Checked before anything is written, so a bad mesh never reaches the scene."""
+    positions = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
+    corners = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
+    if not np.isfinite(positions).all():
+        bad = int((~np.isfinite(positions).all(axis=1)).sum())
+        raise ValueError(f"{bad:,} of its {len(positions):,} vertices have NaN or infinite coordinates")
+    if corners.size and (corners.min() < 0 or corners.max() >= len(positions)):
+        raise ValueError(
+            f"face indices must lie in [0, {len(positions)}), got {corners.min()}..{corners.max()}"
+        )
+    return positions, corners
+
+
 def write_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray) -> None:
     """Replace the geometry of ``mesh`` with ``vertices`` (V, 3) and triangles ``faces`` (F, 3).
 
     Materials, the name and every user of the mesh stay; edges are derived by ``update()``.
+    ValueError (``checked_mesh``) leaves the mesh untouched.
     """
-    positions = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1)
-    corners = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1)
+    positions, corners = checked_mesh(vertices, faces)
+    positions, corners = positions.reshape(-1), corners.reshape(-1)
     n_vertices, n_faces = len(positions) // 3, len(corners) // 3
-    if len(corners) and (corners.min() < 0 or corners.max() >= n_vertices):
-        raise ValueError(f"face indices must lie in [0, {n_vertices}), got {corners.min()}..{corners.max()}")
     mesh.clear_geometry()
     if n_vertices == 0:
         mesh.update()

@@ -134,15 +134,15 @@ class _BackendTask(bpy.types.Operator):
         runtime.task = None
         try:
             reply = self._job.outcome()
+            obj = create_result(context, self._plan_made, reply, self._job.token)
         except JobCancelled:
             runtime.clear_error()
             self.report({"INFO"}, "Cancelled; nothing was changed")
             return {"CANCELLED"}
         except UserError as error:
             return self._fail(error)
-        obj = create_result(context, self._plan_made, reply, self._job.token)
         runtime.clear_error()
-        for warning in _warnings(reply):
+        for warning in [*self._plan_made.warnings, *_warnings(reply)]:
             self.report({"WARNING"}, warning)
         faces = len(reply.arrays["faces"])
         seconds = reply.fields.get("timings", {}).get("total", 0.0)

@@ -22,7 +22,7 @@ from .errors import FieldGoneError, JobCancelled, UserError
 from .mesh_write import write_mesh
 from .properties import OCC_PG_result, quiet_updates, result_settings
 from .redraw import tag_redraw
-from .results import Plan, Recipe, plan_generation, plan_reconstruction, send
+from .results import Plan, Recipe, plan_generation, plan_reconstruction, reply_mesh, send
 from .service import BackendRequest
 from .settings import backend_config
 
@@ -74,7 +74,8 @@ def _finish(key: int, tau: float, job: BackendRequest) -> None:
     obj = _find(key)
     if obj is None or not isinstance(obj.data, bpy.types.Mesh):
         return
-    write_mesh(obj.data, reply.arrays["vertices"], reply.arrays["faces"])
+    vertices, faces = reply_mesh(reply)  # UserError leaves the mesh as it was
+    write_mesh(obj.data, vertices, faces)
     result = result_settings(obj)
     with quiet_updates():
         result.applied_threshold = float(reply.fields["tau"])

@@ -4,7 +4,7 @@ the reply. Shared by the operators (modal or blocking) and the live threshold pr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import bpy
@@ -14,7 +14,7 @@ from mathutils import Matrix
 from . import runtime, scene_inputs, settings
 from .backend_link import load_protocol
 from .errors import UserError
-from .mesh_write import write_mesh
+from .mesh_write import checked_mesh, write_mesh
 from .model_files import ModelFile, ModelFileError, pick_model
 from .properties import quiet_updates, result_settings
 from .service import BackendRequest
@@ -75,6 +75,7 @@ class Plan:
     arrays: dict[str, np.ndarray]
     source: str = ""  # name of the input object ("" for a chosen image or a generated shape)
     description: str = ""
+    warnings: list[str] = field(default_factory=list)  # about the input, reported with the result
 
 
 def check_options(resolution: int, refine_steps: int, simplify_faces: int, threshold: float) -> None:
@@ -119,6 +120,7 @@ def plan_reconstruction(
         data.arrays,
         source=choice.obj.name if choice.obj is not None else "",
         description=choice.description,
+        warnings=data.warnings,
     )
 
 
@@ -153,10 +155,23 @@ def _collection_for(context: bpy.types.Context, source: bpy.types.Object | None)
     return context.scene.collection
 
 
+def reply_mesh(reply: Message) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices and triangles of a ``result``, checked before they go anywhere near the scene
+    (the last line of defence against a mesh with NaN or infinite vertices)."""
+    try:
+        return checked_mesh(reply.arrays["vertices"], reply.arrays["faces"])
+    except ValueError as error:
+        raise UserError(
+            f"The backend sent a mesh that cannot be used ({error}); nothing in the scene was changed"
+        ) from None
+
+
 def create_result(context: bpy.types.Context, plan: Plan, reply: Message, token: str) -> bpy.types.Object:
-    """A new mesh object from a ``result`` reply, placed by the plan, selected and active."""
+    """A new mesh object from a ``result`` reply, placed by the plan, selected and active.
+    UserError, with nothing created, when the reply's mesh is unusable."""
+    vertices, faces = reply_mesh(reply)
     mesh = bpy.data.meshes.new(plan.name)
-    write_mesh(mesh, reply.arrays["vertices"], reply.arrays["faces"])
+    write_mesh(mesh, vertices, faces)
     obj = bpy.data.objects.new(plan.name, mesh)
     source = bpy.data.objects.get(plan.source) if plan.source else None
     _collection_for(context, source).objects.link(obj)

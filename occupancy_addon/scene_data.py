@@ -7,7 +7,7 @@ copies the data out with ``foreach_get`` into typed numpy arrays. Nothing here c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import bpy
@@ -52,6 +52,7 @@ class InputData:
     choice: InputChoice
     arrays: dict[str, np.ndarray]
     matrix_world: np.ndarray  # 4x4: result vertices -> world
+    warnings: list[str] = field(default_factory=list)  # what was left out of the input, and why
 
 
 def is_image_empty(obj: bpy.types.Object) -> bool:

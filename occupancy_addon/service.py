@@ -5,6 +5,11 @@ the protocol client's reader thread. Nothing here touches bpy from that thread: 
 ``BackendRequest`` on Blender's main thread, from a modal operator's timer or ``bpy.app.timers``
 in the UI, or with the blocking ``BackendRequest.wait`` loop in background mode, where timers
 never run.
+
+No request waits for ever. Every poll also watches the backend: one that has sent nothing at all
+(no progress, no reply) for ``SILENCE_LIMIT_S`` of the request's kind is stuck or gone, and is
+stopped; the request then fails with a message that offers Restart Backend, as after a crash. A
+backend that ignores Cancel for ``CANCEL_GRACE_S`` is stopped too, and starts again on next use.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ if TYPE_CHECKING:  # at run time the wire package is loaded by path (backend_lin
     from backend.wire import BackendError, BackendProcess, Message, Pending
 
 ProgressReport = Callable[[str | None, float], None]
+
+# How long a request may go without any sign of life from the backend (a progress message, a
+# reply, anything) before the backend counts as stuck. Progress comes throughout a reconstruction,
+# so the limit must cover the longest stretch without one, not the whole run: measured on a busy
+# 2-core CPU, 2 s in a 256^3 reconstruction, 14 s between refinement steps at 256^3.
+SILENCE_LIMIT_S: dict[str, float] = {"reconstruct": 120.0, "sample": 120.0, "extract": 60.0, "release": 30.0}
+STARTUP_S = 120.0  # added until the backend is ready: importing torch (and CUDA) from a cold disk
+CANCEL_GRACE_S = 15.0  # after Cancel, how long the backend has to stop the request
+POLL_S = 0.1  # how often a blocking wait looks at the backend
 
 
 @dataclass(frozen=True)
@@ -56,34 +70,59 @@ class BackendRequest:
     """One request to the backend in flight. Poll ``done()``/``progress`` on the main thread, then
     ``outcome()``."""
 
-    def __init__(self, service: BackendService, pending: Pending, what: str) -> None:
+    def __init__(self, service: BackendService, process: BackendProcess, pending: Pending, what: str) -> None:
         self.service = service
+        self.process = process  # the one the request went to
         self.pending = pending
         self.what = what  # "reconstruct", "extract", ... for messages
         self.token = service.token  # the process that holds any field this job makes
         self.started = time.perf_counter()
+        self.cancelled_at: float | None = None  # monotonic time of the first cancel
 
     @property
     def progress(self) -> tuple[str | None, float]:
         latest = self.pending.progress  # written by the reader thread; a tuple swap is atomic
         return (None, 0.0) if latest is None else latest
 
+    def silence_limit(self) -> float:
+        """Seconds without a message from the backend after which this request gives it up."""
+        limit = SILENCE_LIMIT_S.get(self.what, max(SILENCE_LIMIT_S.values()))
+        return limit if self.process.is_ready() else limit + STARTUP_S
+
+    def watch(self) -> None:
+        """Stop a backend that fell silent or ignores Cancel, which ends this job (see the module's
+        docstring). Every poll runs it, so no wait outlasts the limits."""
+        if self.pending.done():
+            return
+        if self.cancelled_at is not None and time.monotonic() - self.cancelled_at > CANCEL_GRACE_S:
+            self.service.stop_process(self.process)  # the job ends as cancelled
+            return
+        self.pending.give_up_after(self.silence_limit())
+
     def done(self) -> bool:
+        self.watch()
         return bool(self.pending.done())
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the job ended (without raising its error); False after ``timeout`` s."""
         protocol = load_protocol()
-        try:
-            self.pending.wait(timeout)
-        except TimeoutError:
-            return False
-        except protocol.BackendError:
-            pass
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            step = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            if step <= 0:
+                return False
+            try:
+                self.pending.wait(step)
+            except TimeoutError:
+                continue
+            except protocol.BackendError:
+                break
         return True
 
     def cancel(self) -> None:
         """Ask the backend to stop; the job then ends with JobCancelled. Safe from any thread."""
+        if self.cancelled_at is None:
+            self.cancelled_at = time.monotonic()
         self.pending.cancel()
 
     def outcome(self) -> Message:
@@ -190,6 +229,13 @@ class BackendService:
         if process is not None:
             process.close(timeout=2.0)
 
+    def stop_process(self, process: BackendProcess) -> None:
+        """End ``process`` at once, if it is still the current one: its requests end as cancelled
+        (it was stopped, not crashed) and the next request starts a fresh one."""
+        process.kill()
+        if process is self.process:
+            self.stop()
+
     def restart(self) -> None:
         """Forget a crash and end the process; the next request starts a fresh one. This also
         frees all of the backend's memory, GPU memory included."""
@@ -203,14 +249,9 @@ class BackendService:
         protocol = load_protocol()
         try:
             pending = getattr(process, what)(*args, **kwargs)
-        except protocol.BackendError as error:
-            # A write fails the moment the process is gone; the reason (its last stderr line)
-            # arrives a moment later on the reader thread.
-            deadline = time.monotonic() + 3.0
-            while process.failure is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            raise self.translate(process.failure or error) from None
-        return BackendRequest(self, pending, what)
+        except protocol.BackendError as error:  # the conversation is over, or the request too large
+            raise self.translate(error) from None
+        return BackendRequest(self, process, pending, what)
 
     # -- errors -----------------------------------------------------------------------------------------
     def crash_message(self) -> str:
@@ -235,9 +276,8 @@ class BackendService:
         config = self.config
         if code == protocol.CANCELLED or code == protocol.SUPERSEDED:
             return JobCancelled(text)
-        ended = (protocol.ENGINE_UNAVAILABLE, protocol.BACKEND_EXITED, protocol.BAD_FRAME)
-        if token is not None and token != self.token and code in ended:
-            # a process the user restarted away from; the current one is fine
+        if token is not None and token != self.token and error.fatal:
+            # a process the user restarted (or a cancel stopped); the current one is fine
             return JobCancelled(f"the backend was restarted ({text})")
         if code == protocol.ENGINE_UNAVAILABLE:
             self._record_crash(error)
@@ -247,8 +287,11 @@ class BackendService:
                 "with torch as Backend Python in the add-on preferences, then press Restart Backend",
                 crashed=True,
             )
-        if code == protocol.BACKEND_EXITED or code == protocol.BAD_FRAME:
-            if self.process is not None and not self.process.is_ready() and config is not None:
+        if code == protocol.PAYLOAD_TOO_LARGE and not error.fatal:
+            return UserError(f"The input is too large to send to the backend: {text}. Use less of it")
+        if error.fatal:  # the process exited, broke the protocol or stopped answering
+            started = self.process is None or self.process.is_ready()
+            if not started and code in (protocol.BACKEND_EXITED, protocol.BAD_FRAME) and config is not None:
                 self._record_crash(error)
                 return UserError(
                     f"The backend could not start with {config.python} (from {config.python_source}): "
@@ -256,6 +299,18 @@ class BackendService:
                     crashed=True,
                 )
             self._record_crash(error)
+            if code == protocol.NO_ANSWER:
+                return UserError(
+                    f"The backend did not answer ({text}), so it was stopped. Nothing in the scene was "
+                    "changed. Press Restart Backend to start it again",
+                    crashed=True,
+                )
+            if code != protocol.BACKEND_EXITED:
+                return UserError(
+                    f"Protocol error: {text} [{code}]. The backend stopped; nothing in the scene was "
+                    "changed. Press Restart Backend to start it again",
+                    crashed=True,
+                )
             return UserError(self.crash_message(), crashed=True)
         if code == protocol.UNKNOWN_MODEL:
             return UserError(f"Model missing: {text}")

@@ -47,9 +47,10 @@ def voxelize(
     triangles = np.asarray(triangles, np.int64).reshape(-1, 3)
     if len(triangles) == 0:
         raise VoxelizeError("the mesh has no faces to voxelise")
-    if not np.isfinite(vertices).all():
+    used = vertices[np.unique(triangles)]  # vertices no triangle uses do not matter
+    if not np.isfinite(used).all():
         raise VoxelizeError("the mesh has vertices with NaN or infinite coordinates")
-    bounds = cubic_bounds(vertices[np.unique(triangles)])
+    bounds = cubic_bounds(used)
     size = float(bounds[1, 0] - bounds[0, 0]) / resolution
     # Grid coordinates: voxel (i, j, k) spans [i, i + 1) on each axis.
     corners = (vertices - bounds[0].astype(np.float64)) / size

@@ -83,6 +83,11 @@ class JobQueue:
             running = self._running is not None and self._running.id == request_id
             return running or any(job.id == request_id for job in self._waiting)
 
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running."""
+        with self._cond:
+            return self._running is None and not self._waiting
+
     def close(self) -> list[Job]:
         """Stop handing out jobs, flag the running one as cancelled and return those still waiting."""
         with self._cond:

@@ -10,8 +10,10 @@ Threads:
 
 The process ends when its input closes (the add-on quit, crashed or was killed), on ``shutdown``,
 when a reply cannot be written (the client is gone), or after a frame error that makes the stream
-unreadable: bad magic, another protocol version, nonzero flags, an oversized header, or a stream
-that ends inside a frame. Every other bad request is answered with an ``error`` and serving goes on.
+unreadable: bad magic, another protocol version, nonzero flags, an oversized header, a payload
+beyond ``max_payload_bytes`` (it cannot be skipped without reading it), or a stream that ends
+inside a frame. Such an error is answered with a fatal ``error`` (its code says which) before the
+process exits. Every other bad request is answered with an ``error`` and serving goes on.
 
 Exit status: 0 after an orderly end (``shutdown``, input closed, client gone); 1 when the engine
 could not be loaded (reported to the client as ``engine_unavailable`` first); 2 when the input
@@ -130,6 +132,7 @@ class Server:
         self._out = wire_out
         self._max_payload_bytes = max_payload_bytes
         self._write_lock = threading.Lock()
+        self._sealed = False  # set by the last message (a fatal error or ``bye``); guarded by _write_lock
         self._jobs = JobQueue()
         self._stop = threading.Event()
         self._exit_code = EXIT_OK
@@ -177,6 +180,10 @@ class Server:
         # Otherwise nobody is listening (input closed, pipe broken) or the stream is lost: the
         # caller exits the process at once, running engine call included.
         return self._exit_code
+
+    def idle(self) -> bool:
+        """No request waiting or running (its reader may still be waiting for bytes)."""
+        return self._jobs.idle()
 
     def _finish(self, code: int = EXIT_OK, bye: bool = False) -> None:
         """End the conversation with exit status ``code``, unless a failure status was set before."""
@@ -231,7 +238,13 @@ class Server:
 
     # -- output ------------------------------------------------------------------------------------------
     def _send(self, message: Message) -> bool:
-        """Write one message; on a broken pipe the client is gone, so the server stops quietly."""
+        """Write one message; on a broken pipe the client is gone, so the server stops quietly.
+
+        A fatal error or ``bye`` is the last message ever written: a reply that another thread
+        finishes afterwards (the engine, the loader's ``ready``) is dropped, so the client never
+        reads past the end of the conversation.
+        """
+        last = message.type == "bye" or (message.type == "error" and bool(message.fields.get("fatal")))
         try:
             parts = encode(message)
         except MemoryError:  # too little memory left for the reply: a short error still fits
@@ -247,6 +260,9 @@ class Server:
             return self._send(error_message(message.id, schemas.INTERNAL, f"cannot encode the reply: {e}"))
         try:
             with self._write_lock:
+                if self._sealed:
+                    return False
+                self._sealed = last
                 write_parts(self._out, parts)  # type: ignore[arg-type]
         except (OSError, ValueError):
             if not self._stop.is_set():

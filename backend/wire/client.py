@@ -1,7 +1,12 @@
 """The add-on's side of the wire: ``python -m backend serve`` as a child process, and its replies.
 
-A reader thread decodes the backend's frames and completes the matching ``Pending`` request; a second
-thread drains stderr, whose last lines explain an unexpected exit.
+A reader thread decodes the backend's frames and completes the matching ``Pending`` request; a
+writer thread sends requests in order, so that a backend that stops reading can block only it,
+never the caller; a third thread drains stderr, whose last lines explain an unexpected exit.
+
+A backend that hangs (stuck, stopped, deadlocked) is found by its silence: every frame it sends
+(progress, a reply, anything) counts as a sign of life, and ``Pending.wait(silence=...)`` or
+``Pending.give_up_after`` stop it once a waiting request has heard nothing for that long.
 """
 
 from __future__ import annotations
@@ -9,26 +14,52 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import queue
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from .frames import PROTOCOL_VERSION, FrameError, FrameReader, Readable, encode, write_parts
-from .schemas import BACKEND_EXITED, BACKEND_MESSAGES, VERSION_MISMATCH, Message, MessageError
+from .frames import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    FrameError,
+    FrameReader,
+    Readable,
+    encode,
+    write_parts,
+)
+from .schemas import (
+    BACKEND_EXITED,
+    BACKEND_MESSAGES,
+    NO_ANSWER,
+    PAYLOAD_TOO_LARGE,
+    VERSION_MISMATCH,
+    Message,
+    MessageError,
+)
+
+Parts = list[bytes | memoryview]
+POLL_S = 0.1  # how often a waiting request looks at the backend's silence
 
 
 class BackendError(RuntimeError):
-    """The backend answered a request with an error, or is gone."""
+    """The backend answered a request with an error, or is gone.
 
-    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+    ``fatal``: the conversation is over (the backend said so, its stream broke, it exited or was
+    given up); every later request fails the same way.
+    """
+
+    def __init__(self, code: str, message: str, request_id: int | None = None, fatal: bool = False) -> None:
         super().__init__(f"{message} [{code}]")
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.fatal = fatal
 
 
 ProgressCallback = Callable[[str, float], None]
@@ -43,6 +74,7 @@ class Pending:
         self.id = request_id
         self.type = kind
         self.progress: tuple[str, float] | None = None  # latest (stage, fraction)
+        self.sent = time.monotonic()
         self._owner = owner
         self._on_progress = on_progress
         self._finished = threading.Event()
@@ -52,14 +84,39 @@ class Pending:
     def done(self) -> bool:
         return self._finished.is_set()
 
-    def wait(self, timeout: float | None = None) -> Message:
-        """Block until the reply arrives; TimeoutError after ``timeout`` seconds."""
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"'{self.type}' request {self.id} got no reply within {timeout} s")
+    def wait(self, timeout: float | None = None, *, silence: float | None = None) -> Message:
+        """Block until the reply arrives; TimeoutError after ``timeout`` seconds.
+
+        With ``silence``, a backend that sends nothing at all for that many seconds is given up
+        (``give_up_after``): the request then fails with ``no_answer``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._finished.is_set():
+            if silence is not None and self.give_up_after(silence):
+                break
+            step = POLL_S if silence is not None else None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"'{self.type}' request {self.id} got no reply within {timeout} s")
+                step = left if step is None else min(step, left)
+            self._finished.wait(step)
         if self._error is not None:
             raise self._error
         assert self._reply is not None
         return self._reply
+
+    def quiet_for(self) -> float:
+        """Seconds since the backend was last heard from, or since this request went out if later."""
+        return time.monotonic() - max(self.sent, self._owner.last_heard)
+
+    def give_up_after(self, silence: float) -> bool:
+        """Stop the backend if it has sent nothing for ``silence`` s while this request waits
+        (``BackendProcess.give_up``); True if it did."""
+        if self.done() or self.quiet_for() <= silence:
+            return False
+        self._owner.give_up(f"it sent nothing for {silence:g} s while '{self.type}' request {self.id} waited")
+        return True
 
     def cancel(self) -> None:
         """Ask the backend to stop this request (it then ends with a ``cancelled`` error)."""
@@ -112,13 +169,14 @@ class BackendProcess:
         )
         self._stdin = self._proc.stdin
         self._lock = threading.Lock()  # guards _pending and _closed
-        self._write_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[Parts | None] = queue.SimpleQueue()  # None: close stdin
         self._ids = itertools.count(1)
         self._pending: dict[int, Pending] = {}
         self._closed: BackendError | None = None
         self._ready = threading.Event()
         self.ready: Message | None = None  # the ``ready`` message once it arrived
         self.errors: list[BackendError] = []  # errors that belong to no request
+        self.last_heard = time.monotonic()  # when the backend last sent a frame (or was started)
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
         self._log_path = Path(log_path) if log_path is not None else None
         self._reader = FrameReader(cast(Readable, self._proc.stdout), BACKEND_MESSAGES, max_payload_bytes)
@@ -126,11 +184,12 @@ class BackendProcess:
         self._stderr_thread.start()
         self._reader_thread = threading.Thread(target=self._read_loop, name="backend-reader", daemon=True)
         self._reader_thread.start()
+        self._writer_thread = threading.Thread(target=self._write_loop, name="backend-writer", daemon=True)
+        self._writer_thread.start()
         hello: dict[str, Any] = {"protocol_version": PROTOCOL_VERSION}
         if client_name:
             hello["client"] = client_name
-        with contextlib.suppress(BackendError):  # the reader thread records why the process is gone
-            self._send(Message("hello", None, hello))
+        self._send(Message("hello", None, hello))
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -162,24 +221,36 @@ class BackendProcess:
     def close(self, timeout: float = 5.0) -> int:
         """Ask the backend to shut down, wait ``timeout`` s, then kill it. Returns the exit status."""
         if self._proc.poll() is None:
-            with contextlib.suppress(BackendError):
-                self._send(Message("shutdown"))
-            with contextlib.suppress(OSError):
-                self._stdin.close()
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._reader_thread.join(timeout)
-        self._stderr_thread.join(timeout)
+            self._send(Message("shutdown"))
+        self._outbox.put(None)  # the writer closes stdin after what is queued (or gives up on it)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        for thread in (self._reader_thread, self._stderr_thread, self._writer_thread):
+            thread.join(timeout)
         return int(self._proc.returncode)
+
+    def give_up(self, reason: str) -> None:
+        """End the conversation with a backend that stopped answering: every waiting request fails
+        with ``no_answer`` and ``reason``, and the process is killed (a stuck one never recovers)."""
+        self._shut(BackendError(NO_ANSWER, f"no answer from the backend: {reason}", fatal=True))
+        self.kill()
 
     def kill(self) -> None:
         """Stop the backend at once (frees all of its memory, GPU memory included)."""
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
+        self._outbox.put(None)  # let the writer thread end
+
+    @property
+    def payload_limit(self) -> int:
+        """The largest request payload the backend takes: its ``ready`` says; before that, serve's
+        default."""
+        ready = self.ready
+        return int(ready.fields["max_payload_bytes"]) if ready is not None else DEFAULT_MAX_PAYLOAD_BYTES
 
     def __enter__(self) -> BackendProcess:
         return self
@@ -195,21 +266,28 @@ class BackendProcess:
         arrays: Mapping[str, np.ndarray] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Pending:
-        """Send one request with a fresh id; the reply arrives on the returned ``Pending``."""
+        """Send one request with a fresh id; the reply arrives on the returned ``Pending``.
+
+        It is queued for the writer thread, so this never blocks on the pipe. A payload beyond the
+        backend's limit is refused here (``payload_too_large``, not fatal): sent, it would end the
+        conversation, since the backend cannot skip what it will not read.
+        """
         request_id = next(self._ids)
         message = Message(kind, request_id, dict(fields or {}), dict(arrays or {}))
         parts = encode(message)  # a bad request fails here, in the caller, before anything is sent
+        payload = sum(memoryview(part).nbytes for part in parts[1:])
+        if payload > self.payload_limit:
+            raise BackendError(
+                PAYLOAD_TOO_LARGE,
+                f"the request's {payload:,} bytes of arrays exceed the backend's limit of "
+                f"{self.payload_limit:,} bytes",
+            )
         pending = Pending(self, request_id, kind, on_progress)
         with self._lock:
             if self._closed is not None:
                 raise self._closed
             self._pending[request_id] = pending
-        try:
-            self._write(parts)
-        except BackendError as e:
-            with self._lock:
-                self._pending.pop(request_id, None)
-            raise e
+        self._outbox.put(parts)
         return pending
 
     def reconstruct(
@@ -252,23 +330,29 @@ class BackendProcess:
         return self.request("echo", {"data": data}, arrays)
 
     def cancel(self, request_id: int) -> None:
-        with contextlib.suppress(BackendError):  # the process is gone: every request already failed
-            self._send(Message("cancel", request_id))
+        self._send(Message("cancel", request_id))
 
     def send_raw(self, data: bytes | Sequence[bytes | memoryview]) -> None:
         """Write bytes as they are (for tests of the backend's handling of malformed input)."""
-        self._write([data] if isinstance(data, bytes | bytearray) else data)
+        self._outbox.put([data] if isinstance(data, bytes | bytearray) else list(data))
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def _send(self, message: Message) -> None:
-        self._write(encode(message))
+        self._outbox.put(encode(message))
 
-    def _write(self, parts: Iterable[bytes | memoryview]) -> None:
-        try:
-            with self._write_lock:
+    def _write_loop(self) -> None:
+        """Write queued frames in order until ``None``, then close the backend's input. Once a
+        write fails the process is gone (the reader thread reports why): the rest is dropped."""
+        broken = False
+        while (parts := self._outbox.get()) is not None:
+            if broken:
+                continue
+            try:
                 write_parts(self._stdin, parts)
-        except (OSError, ValueError) as e:  # ValueError: the pipe was closed on this side
-            raise self._closed or BackendError(BACKEND_EXITED, f"cannot write to the backend: {e}") from None
+            except (OSError, ValueError):  # ValueError: the pipe was closed on this side
+                broken = True
+        with contextlib.suppress(OSError):
+            self._stdin.close()
 
     def _drain_stderr(self) -> None:
         assert self._proc.stderr is not None
@@ -291,24 +375,27 @@ class BackendProcess:
                 try:
                     message = self._reader.read()
                 except MessageError as e:
+                    self.last_heard = time.monotonic()
                     self._fail_one(BackendError(e.code, str(e), e.request_id))
                     continue
+                self.last_heard = time.monotonic()
                 if message is None:
                     break
                 if not self._dispatch(message):
                     break
         except FrameError as e:
-            fatal = BackendError(e.code, f"unreadable reply from the backend: {e}")
+            fatal = BackendError(e.code, f"unreadable reply from the backend: {e}", fatal=True)
             self.kill()
         except OSError as e:
-            fatal = BackendError(BACKEND_EXITED, f"lost the backend's output: {e}")
+            fatal = BackendError(BACKEND_EXITED, f"lost the backend's output: {e}", fatal=True)
         self._shut(fatal)
 
     def _dispatch(self, message: Message) -> bool:
         """Route one reply; False when the conversation is over."""
         if message.type == "ready":
             if message.fields["protocol_version"] != PROTOCOL_VERSION:
-                self._shut(BackendError(VERSION_MISMATCH, "backend answered with another protocol version"))
+                text = "backend answered with another protocol version"
+                self._shut(BackendError(VERSION_MISMATCH, text, fatal=True))
                 return False
             self.ready = message
             self._ready.set()
@@ -322,8 +409,9 @@ class BackendProcess:
                 pending._progress(message.fields["stage"], float(message.fields["fraction"]))
             return True
         if message.type == "error":
-            error = BackendError(message.fields["code"], message.fields["message"], message.id)
-            if message.fields.get("fatal") or not self._ready.is_set():
+            fatal = bool(message.fields.get("fatal")) or not self._ready.is_set()
+            error = BackendError(message.fields["code"], message.fields["message"], message.id, fatal)
+            if fatal:
                 self._shut(error)
                 return True  # read on: the backend may still flush stderr and exit
             self._fail_one(error)
@@ -352,7 +440,7 @@ class BackendProcess:
             self._stderr_thread.join(timeout=1)  # its last lines usually say why
             last = next((line for line in reversed(self._stderr_tail) if line.strip()), "")
             detail = f": {last}" if last else ""
-            error = BackendError(BACKEND_EXITED, f"backend exited (status {status}){detail}")
+            error = BackendError(BACKEND_EXITED, f"backend exited (status {status}){detail}", fatal=True)
         with self._lock:
             if self._closed is None:
                 self._closed = error

@@ -7,10 +7,16 @@ Frames (integers little-endian)::
              {"type": ..., "id": ..., <fields>, "arrays": [{"name", "dtype", "shape"}, ...]}
     payload  the arrays' raw bytes in header order, C order, little-endian, each padded to 8 bytes
 
-There is no pickle anywhere. A frame whose prefix is wrong (magic, version, flags, header size) or
-that ends early cannot be skipped, so the stream is lost: ``FrameError``. A frame with a sound prefix
-but a bad header, an oversized payload or inconsistent arrays is skipped whole and reported as a
-``MessageError``; the next frame is read normally.
+There is no pickle anywhere. A frame whose prefix is wrong (magic, version, flags, header size),
+whose prefix declares a payload beyond the reader's limit, or that ends early cannot be skipped, so
+the stream is lost: ``FrameError``. (Skipping an oversized payload would mean reading it: a prefix
+that claims 2^62 bytes would keep the reader busy for ever.) A frame with a sound prefix but a bad
+header or inconsistent arrays is skipped whole and reported as a ``MessageError``; the next frame is
+read normally.
+
+Memory follows what arrives, not what a header declares: an array larger than ``READ_CHUNK`` is read
+into a buffer that grows as its bytes come in, so a frame that declares a large payload and then
+stalls or ends costs little.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ PREFIX_SIZE = _PREFIX.size
 MAX_HEADER_BYTES = 1 << 20  # headers are small JSON; a bigger one means a corrupt stream
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 30
 ALIGN = 8  # every array starts on an 8-byte boundary of the payload
+READ_CHUNK = 1 << 24  # a larger array's buffer grows (at most doubling) only as its bytes arrive
 MAX_NDIM = 4
 MAX_ARRAYS = 8
 
@@ -216,6 +223,11 @@ class FrameReader:
             raise FrameError(f"unknown frame flags {flags:#x}")
         if not 0 < header_size <= MAX_HEADER_BYTES:
             raise FrameError(f"frame header size {header_size} is outside 1..{MAX_HEADER_BYTES}")
+        if payload_size > self.max_payload_bytes:
+            raise FrameError(
+                f"frame payload of {payload_size} bytes exceeds the limit of {self.max_payload_bytes} bytes",
+                PAYLOAD_TOO_LARGE,
+            )
         raw_header = self._read_exact(header_size, "header")
         try:
             header = self._parse_header(raw_header)
@@ -226,13 +238,6 @@ class FrameReader:
             self._skip(payload_size)
             raise MessageError(OUT_OF_MEMORY, "out of memory while parsing a frame header") from None
         request_id = header.get("id") if is_kind(header.get("id"), "int") else None
-        if payload_size > self.max_payload_bytes:
-            self._skip(payload_size)
-            raise MessageError(
-                PAYLOAD_TOO_LARGE,
-                f"payload of {payload_size} bytes exceeds the limit of {self.max_payload_bytes} bytes",
-                request_id,
-            )
         try:
             message, layout = self._message(header, payload_size)
         except MessageError:
@@ -243,9 +248,10 @@ class FrameReader:
             raise MessageError(OUT_OF_MEMORY, "out of memory while checking a frame", request_id) from None
         for index, (name, dtype, shape) in enumerate(layout):
             try:
-                message.arrays[name] = self._read_array(name, dtype, shape, message.id)
-            except MemoryError:  # raised before any of this array's bytes were read
-                self._skip(sum(_aligned(math.prod(s) * DTYPES[d].itemsize) for _, d, s in layout[index:]))
+                message.arrays[name] = self._read_array(name, dtype, shape)
+            except MemoryError:  # this array's bytes were consumed; skip the arrays after it
+                rest = layout[index + 1 :]
+                self._skip(sum(_aligned(math.prod(s) * DTYPES[d].itemsize) for _, d, s in rest))
                 size = math.prod(shape) * DTYPES[dtype].itemsize
                 raise MessageError(
                     OUT_OF_MEMORY, f"cannot allocate {size} bytes for array '{name}'", message.id
@@ -329,17 +335,28 @@ class FrameReader:
             layout.append((name, dtype, tuple(shape)))
         return layout
 
-    def _read_array(
-        self, name: str, dtype: str, shape: tuple[int, ...], request_id: int | None
-    ) -> np.ndarray:
-        # One allocation per array, read in place: arrays are writable, aligned and own their memory.
-        array = np.empty(shape, dtype=DTYPES[dtype])
-        if array.nbytes:
-            view = array.reshape(-1).data.cast("B")
-            got = self._read_into(view)
-            if got < array.nbytes:
-                raise FrameError(f"stream ended inside array '{name}': got {got} of {array.nbytes} bytes")
-        pad = _aligned(array.nbytes) - array.nbytes
+    def _read_array(self, name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Read one array and its padding. On ``MemoryError`` the rest of its bytes are skipped
+        first, so the stream stays in step."""
+        nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+        pad = _aligned(nbytes) - nbytes
+        got = 0
+        try:
+            # Read in place. A small array is one allocation that owns its memory; a large one
+            # is read into a buffer that grows (realloc, usually without a copy) as its bytes
+            # arrive, never holding more than twice what came.
+            array = np.empty(shape, DTYPES[dtype]) if nbytes <= READ_CHUNK else None
+            buffer = np.empty(READ_CHUNK, np.uint8) if array is None else array.reshape(-1).view(np.uint8)
+            while True:
+                got += self._read_into(buffer[got:].data.cast("B"))
+                if got < buffer.size:
+                    raise FrameError(f"stream ended inside array '{name}': got {got} of {nbytes} bytes")
+                if got == nbytes:
+                    break
+                buffer.resize(min(2 * buffer.size, nbytes), refcheck=False)
+        except MemoryError:
+            self._skip(nbytes - got + pad)
+            raise
         if pad:
             self._read_exact(pad, "padding")
-        return array
+        return array if array is not None else buffer.view(DTYPES[dtype]).reshape(shape)

@@ -35,6 +35,7 @@ SUPERSEDED = "superseded"  # a newer extract of the same field replaced this one
 OUT_OF_MEMORY = "out_of_memory"
 INTERNAL = "internal"  # an unexpected exception inside the backend; the message has its text
 BACKEND_EXITED = "backend_exited"  # raised by the client only: the process is gone
+NO_ANSWER = "no_answer"  # raised by the client only: the backend fell silent, so it was stopped
 
 
 class MessageError(Exception):

@@ -15,6 +15,9 @@ from ..scene_data import InputChoice, InputData, image_size, is_image_empty, wor
 from .base import Context, MaybeImage, MaybeObject, Reader
 
 MAX_IMAGE_SIDE = 512  # larger pictures are averaged down before sending (the model sees 64 px)
+# Reading a picture copies all of its pixels as float32 (Blender has no cheaper way to read them):
+# 16 bytes a pixel. Larger pictures are refused before that copy, which would cost over 512 MB.
+MAX_IMAGE_PIXELS = 32 * 2**20
 
 
 class ImageReader(Reader):
@@ -29,9 +32,11 @@ class ImageReader(Reader):
             shown = obj.data
             if not isinstance(shown, bpy.types.Image):
                 raise UserError(f"'{obj.name}' is an image empty without an image: open an image in it")
+            check_image_size(shown)
             return InputChoice(self.kind, _image_text(shown), obj.name, obj=obj, image=shown)
         if image is None:
             raise UserError("No image: select an image empty or choose an image in the panel")
+        check_image_size(image)
         name = os.path.splitext(image.name)[0]
         return InputChoice(self.kind, _image_text(image), name, image=image)
 
@@ -58,12 +63,27 @@ def _image_text(image: bpy.types.Image) -> str:
     return f"Image: {image.name} ({width} \u00d7 {height})"
 
 
+def check_image_size(image: bpy.types.Image) -> None:
+    """UserError for a picture too large to read (``MAX_IMAGE_PIXELS``)."""
+    width, height = image_size(image)
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(
+            f"The image '{image.name}' is {width:,} \u00d7 {height:,} pixels; the add-on reads at most "
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} megapixels (the model sees 64 \u00d7 64): scale it down first "
+            "(Image Editor: Image > Resize)"
+        )
+
+
 def read_image(image: bpy.types.Image) -> np.ndarray:
     """(H, W, C) float32 pixels in [0, 1], top row first, at most MAX_IMAGE_SIDE on a side."""
     width, height = image_size(image)
     channels = image.channels
     if width == 0 or height == 0 or channels == 0:
-        raise UserError(f"The image '{image.name}' has no pixels (is its file missing?)")
+        where = f" ({image.filepath})" if image.filepath else ""
+        raise UserError(
+            f"The image '{image.name}' has no pixels: its file is missing or cannot be read{where}"
+        )
+    check_image_size(image)
     pixels = np.empty(width * height * channels, np.float32)
     image.pixels.foreach_get(pixels)
     picture = pixels.reshape(height, width, channels)[::-1]  # Blender stores the bottom row first

@@ -37,7 +37,23 @@ class PointCloudReader(Reader):
         points = read_points(data)
         if len(points) == 0:
             raise UserError(f"'{choice.obj.name}' has no points to reconstruct from")
-        return InputData(choice, {"points": points}, world_matrix(choice.obj.matrix_world))
+        points, warnings = finite_points(points, choice.obj.name)
+        return InputData(choice, {"points": points}, world_matrix(choice.obj.matrix_world), warnings)
+
+
+def finite_points(points: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
+    """The points without those with NaN or infinite coordinates (dropped with a warning, as the
+    backend does); UserError when none is left."""
+    finite = np.isfinite(points).all(axis=1)
+    kept = int(np.count_nonzero(finite))
+    if kept == len(points):
+        return points, []
+    if kept == 0:
+        raise UserError(
+            f"'{name}' has no point with finite coordinates: all {len(points):,} are NaN or infinite"
+        )
+    warning = f"Left out {len(points) - kept:,} of {len(points):,} points with NaN or infinite coordinates"
+    return points[finite], [warning]
 
 
 def read_points(data: Any) -> np.ndarray:

@@ -33,12 +33,29 @@ class VoxelsReader(Reader):
     def read(self, context: bpy.types.Context, choice: InputChoice, evaluated: bool) -> InputData:
         assert choice.obj is not None
         vertices, triangles = read_triangles(context, choice.obj, evaluated)
+        triangles, warnings = finite_triangles(vertices, triangles, choice.obj.name)
         try:
             occupancy, bounds = voxelize(vertices, triangles)
         except VoxelizeError as error:
             raise UserError(f"'{choice.obj.name}' cannot be voxelised: {error}") from None
         arrays = {"voxels": occupancy, "bounds": bounds}
-        return InputData(choice, arrays, world_matrix(choice.obj.matrix_world))
+        return InputData(choice, arrays, world_matrix(choice.obj.matrix_world), warnings)
+
+
+def finite_triangles(vertices: np.ndarray, triangles: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
+    """The triangles whose corners all have finite coordinates (the others are left out with a
+    warning); UserError when none is left."""
+    bad = ~np.isfinite(vertices).all(axis=1)
+    if not bad.any():
+        return triangles, []
+    keep = ~bad[triangles].any(axis=1)
+    kept = int(np.count_nonzero(keep))
+    if kept == 0:
+        raise UserError(
+            f"'{name}' has no face whose vertices all have finite coordinates: nothing to voxelise"
+        )
+    warning = f"Left out {len(triangles) - kept:,} of {len(triangles):,} faces with NaN or infinite vertices"
+    return triangles[keep], [warning]
 
 
 def read_mesh_triangles(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +90,13 @@ def read_triangles(
 def _volume_triangles(context: bpy.types.Context, volume: bpy.types.Object) -> tuple[np.ndarray, np.ndarray]:
     """A volume's surface through Blender's own conversion (the Volume to Mesh modifier) on a
     temporary object that shares the volume's transform, so the mesh is in the volume's frame."""
+    shown = evaluated_object(volume, context).data  # its modifiers may make the grids
+    grids = shown.grids if isinstance(shown, bpy.types.Volume) else None
+    if grids is None or not grids.load() or len(grids) == 0:
+        problem = f" ({grids.error_message})" if grids is not None and grids.error_message else ""
+        raise UserError(
+            f"The volume '{volume.name}' has no grids to voxelise{problem}: load a VDB file into it"
+        )
     mesh = bpy.data.meshes.new(f"{volume.name}.occupancy-volume")
     helper = bpy.data.objects.new(mesh.name, mesh)
     helper.matrix_world = volume.matrix_world.copy()

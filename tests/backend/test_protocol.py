@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -214,11 +215,61 @@ def test_errors_name_the_request_when_its_id_is_readable() -> None:
     assert error.request_id == 12
 
 
-def test_an_oversized_payload_is_skipped_and_reported_with_its_id() -> None:
+def test_an_oversized_payload_ends_the_stream_before_its_header_is_read() -> None:
+    """Skipping it would mean reading it, for ever if the prefix claims 2^62 bytes."""
     big = wire.frame_bytes(Message("echo", 5, {}, {"a": np.zeros(1000, np.float32)}))
-    error, after, _ = read_all(big + ECHO, max_payload_bytes=3999)
-    assert error.code == wire.PAYLOAD_TOO_LARGE and error.request_id == 5
-    assert "4000 bytes" in str(error) and after.id == 99
+    stream = io.BytesIO(big + ECHO)
+    [error] = read_all(stream.getvalue(), max_payload_bytes=3999)
+    assert isinstance(error, FrameError) and error.code == wire.PAYLOAD_TOO_LARGE
+    assert "4000 bytes exceeds the limit of 3999" in str(error)
+    reader = FrameReader(stream, wire.CLIENT_MESSAGES, 3999)
+    with pytest.raises(FrameError):
+        reader.read()
+    assert stream.tell() == 20  # the prefix only: nothing of a payload it will not take is consumed
+    assert read_all(big, max_payload_bytes=4000)[0].arrays["a"].nbytes == 4000  # the limit is inclusive
+
+
+class SlowPipe(io.RawIOBase):
+    """A readable stream that hands out ``data`` at most ``step`` bytes at a time, as a pipe may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.at, self.step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self.step, len(self.data) - self.at)
+        view[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+def test_a_large_array_costs_what_arrived_not_what_its_header_declares() -> None:
+    declared = 512 * 2**20  # within the default payload limit
+    sent = 3 * wire.frames.READ_CHUNK // 2
+    text = json.dumps(
+        {"type": "echo", "id": 1, "arrays": [{"name": "a", "dtype": "uint8", "shape": [declared]}]}
+    ).encode()
+    data = struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, len(text), declared) + text + b"\x01" * sent
+    reader = FrameReader(SlowPipe(data, 1 << 20), wire.CLIENT_MESSAGES)
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        with pytest.raises(FrameError, match=f"got {sent} of {declared} bytes"):
+            reader.read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * sent + (1 << 20)
+
+
+def test_a_large_array_read_in_growing_steps_arrives_whole() -> None:
+    a = np.arange(5 * wire.frames.READ_CHUNK // 8 + 3, dtype=np.float64)  # 2.5 chunks, odd size
+    [got, end] = read_all(wire.frame_bytes(Message("echo", 2, {}, {"a": a, "b": np.ones(3, np.int32)})))
+    assert end is None and got.arrays["a"].dtype == np.float64 and got.arrays["a"].flags.writeable
+    np.testing.assert_array_equal(got.arrays["a"], a)
+    np.testing.assert_array_equal(got.arrays["b"], [1, 1, 1])
 
 
 @pytest.mark.parametrize(
@@ -237,6 +288,11 @@ def test_an_oversized_payload_is_skipped_and_reported_with_its_id() -> None:
             "inside array",
         ),
         (raw_frame({"type": "echo", "id": 1}, bytes(100))[:-1], wire.BAD_FRAME, "skipping"),
+        (
+            struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2, 2**62) + b"{}",
+            wire.PAYLOAD_TOO_LARGE,
+            f"payload of {2**62} bytes exceeds the limit",
+        ),
     ],
 )
 def test_a_broken_stream_is_a_frame_error(data: bytes, code: str, text: str) -> None:

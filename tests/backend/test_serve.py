@@ -293,7 +293,6 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
             + payload
         )
 
-    big = int(MAX_PAYLOAD_MB * 2**20) + 8
     cases = [
         (
             frame({"type": "reconstruct", "id": 900, "kind": "pointcloud"}, b"")[:-2] + b"!}",
@@ -333,13 +332,6 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
             ),
             wire.BAD_ARRAY,
         ),
-        (
-            frame(
-                {"type": "echo", "id": 906, "arrays": [{"name": "a", "dtype": "uint8", "shape": [big]}]},
-                bytes(big),
-            ),
-            wire.PAYLOAD_TOO_LARGE,
-        ),
     ]
     before = len(backend.errors)
     for data, _ in cases:
@@ -347,7 +339,7 @@ def test_malformed_frames_are_answered_and_serving_goes_on(backend: BackendProce
     assert backend.echo("after").wait(30).fields["data"] == "after"
     got = backend.errors[before:]
     assert [e.code for e in got] == [code for _, code in cases]
-    assert [e.request_id for e in got[1:]] == [901, 902, 903, 904, 905, 906]
+    assert [e.request_id for e in got[1:]] == [901, 902, 903, 904, 905]
 
 
 def test_a_reused_id_and_an_unknown_field_are_errors(backend: BackendProcess) -> None:
@@ -505,13 +497,23 @@ def test_startup_handshake_is_required_and_version_checked(weights_dir: Path) ->
             "version 99",
         ),
         (struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2**30, 0), wire.BAD_FRAME, "header size"),
+        (
+            struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2, 2**62) + b"{}",
+            wire.PAYLOAD_TOO_LARGE,
+            f"payload of {2**62} bytes exceeds the limit",
+        ),
+        (
+            struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2, int(MAX_PAYLOAD_MB * 2**20) + 8) + b"{}",
+            wire.PAYLOAD_TOO_LARGE,
+            "exceeds the limit of 2097152 bytes",
+        ),
     ],
-    ids=["bad magic", "other version", "huge header"],
+    ids=["bad magic", "other version", "huge header", "2^62 payload", "payload over the limit"],
 )
 def test_an_unreadable_stream_is_answered_then_the_process_exits(
     weights_dir: Path, data: bytes, code: str, log: str
 ) -> None:
-    raw = RawPipe(weights_dir)
+    raw = RawPipe(weights_dir, "--max-payload-mb", str(MAX_PAYLOAD_MB))
     raw.send(data)  # before the handshake: the reader checks every frame from the first byte on
     error = raw.read("error")
     assert error.fields["code"] == code and error.fields["fatal"] is True
@@ -728,3 +730,89 @@ def test_only_a_missing_field_is_an_unknown_field() -> None:
         assert other.fields["message"] == "KeyError: 'other'"
         released = ask(Message("release", 3, {"field_id": "gone"}))
         assert (released.id, released.fields["code"]) == (3, wire.UNKNOWN_FIELD)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A backend that hangs or dies: the client never waits for ever
+
+SILENT_BACKEND = textwrap.dedent(
+    """
+    import sys
+    from backend import wire
+    from backend.wire import FrameReader, Message
+    reader = FrameReader(sys.stdin.buffer, wire.CLIENT_MESSAGES)
+    reader.read()  # hello
+    ready = {"protocol_version": 1, "backend_version": "0", "device": "cpu", "models": [], "pid": 0,
+             "max_payload_bytes": 1 << 30}
+    sys.stdout.buffer.write(wire.frame_bytes(Message("ready", None, ready)))
+    sys.stdout.buffer.flush()
+    while reader.read() is not None:  # reads every request, answers none
+        pass
+    """
+)
+
+
+def test_a_backend_that_reads_but_never_answers_is_given_up() -> None:
+    client = BackendProcess([sys.executable, "-c", SILENT_BACKEND], cwd=REPO, env=serve_env())
+    client.wait_ready(60)
+    pending = client.echo("anyone there?")
+    with pytest.raises(BackendError) as caught:
+        pending.wait(30, silence=1.0)
+    error = caught.value
+    assert error.code == wire.NO_ANSWER and error.fatal and "sent nothing for 1 s" in error.message
+    assert not client.alive()
+    with pytest.raises(BackendError) as again:  # the conversation is over: later requests say why
+        client.echo(None)
+    assert again.value is error
+    assert client.close() == -signal.SIGKILL
+
+
+def test_a_stopped_backend_blocks_neither_sending_nor_waiting(weights_dir: Path) -> None:
+    """SIGSTOP: the process neither reads nor writes. A request larger than the pipe's buffer must
+    not block the caller, and waiting ends once the backend has been silent for the limit."""
+    client = start(weights_dir)
+    os.kill(client.pid, signal.SIGSTOP)
+    try:
+        sent: list[wire.Pending] = []
+        sender = threading.Thread(target=lambda: sent.append(client.echo(None, {"a": np.ones(2**20)})))
+        sender.start()
+        sender.join(30)
+        assert sent, "sending to a stopped backend blocked the caller"
+        with pytest.raises(BackendError) as caught:
+            sent[0].wait(60, silence=1.0)
+        assert caught.value.code == wire.NO_ANSWER
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it is normally killed and reaped by now
+            os.kill(client.pid, signal.SIGCONT)
+    assert client.close() == -signal.SIGKILL
+
+
+def test_a_backend_killed_mid_request_fails_it_at_once(weights_dir: Path) -> None:
+    client = start(weights_dir)
+    busy = client.reconstruct(kind="pointcloud", points=points(), options={"resolution": 512})
+    while busy.progress is None:
+        time.sleep(0.01)
+    os.kill(client.pid, signal.SIGKILL)
+    error = fail(busy, 30)  # no silence limit needed: the closed pipe says it
+    assert error.code == wire.BACKEND_EXITED and error.fatal and "status -9" in error.message
+    assert client.close() == -signal.SIGKILL
+
+
+def test_a_request_over_the_payload_limit_is_refused_before_it_is_sent(backend: BackendProcess) -> None:
+    too_big = np.ones(int(MAX_PAYLOAD_MB * 2**20) // 4 + 1, np.float32)
+    with pytest.raises(BackendError) as caught:
+        backend.echo(None, {"a": too_big})
+    assert caught.value.code == wire.PAYLOAD_TOO_LARGE and not caught.value.fatal
+    assert "exceed the backend's limit of 2,097,152 bytes" in caught.value.message
+    assert backend.echo("still here").wait(10).fields["data"] == "still here"
+
+
+def test_an_oversized_payload_sent_before_ready_ends_the_conversation(weights_dir: Path) -> None:
+    """Before ``ready`` the client can only assume serve's default limit; a backend started with a
+    smaller one answers with a fatal error and exits 2, which fails the request."""
+    client = BackendProcess(serve_argv(weights_dir, "--max-payload-mb", "0.01"), cwd=REPO, env=serve_env())
+    error = fail(client.echo(None, {"a": np.ones(10_000)}), 60)
+    assert error.code == wire.PAYLOAD_TOO_LARGE and error.fatal
+    assert "exceeds the limit of 10485 bytes" in error.message
+    assert client.close() == 2
+    assert "Traceback" not in client.stderr_tail(200)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -110,3 +112,31 @@ def shipped_model(kind: str) -> Path:
     if not path.is_file():
         pytest.skip(f"no shipped {kind} model was packed into the extension ({path.name} missing)")
     return path
+
+
+Interrupt = Callable[[Callable[[], object], Callable[[object], None]], object]
+
+
+@pytest.fixture
+def run_and_interrupt(addon: ModuleType) -> Interrupt:
+    """``run(action, when_busy)``: run ``action`` (a blocking operator call) while another thread
+    calls ``when_busy(task)`` once the backend reports progress."""
+
+    def run(action: Callable[[], object], when_busy: Callable[[object], None]) -> object:
+        def watch() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                task = addon.runtime.task
+                if task is not None and task.job.pending.progress is not None:
+                    when_busy(task)
+                    return
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            return action()
+        finally:
+            watcher.join(5)
+
+    return run

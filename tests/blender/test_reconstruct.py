@@ -9,9 +9,6 @@ test_overlap.py.
 from __future__ import annotations
 
 import math
-import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -325,29 +322,9 @@ def test_generate_samples_at_the_cursor_with_a_seed(addon: ModuleType) -> None:
 # Cancel, crash, undo
 
 
-def run_and_interrupt(action: Callable[[], object], when_busy: Callable[[object], None]) -> object:
-    """Run ``action`` (a blocking operator call) while another thread calls ``when_busy(task)`` once
-    the backend reports progress."""
-    runtime = sys.modules["bl_ext.user_default.occupancy_reconstruct.runtime"]
-
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            task = runtime.task
-            if task is not None and task.job.pending.progress is not None:
-                when_busy(task)
-                return
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        return action()
-    finally:
-        watcher.join(5)
-
-
-def test_cancel_stops_the_backend_and_changes_nothing(addon: ModuleType) -> None:
+def test_cancel_stops_the_backend_and_changes_nothing(
+    addon: ModuleType, run_and_interrupt: Callable[..., object]
+) -> None:
     chair = import_chair(transform=False)
     names = sorted(o.name for o in bpy.data.objects)
     outcome = run_and_interrupt(
@@ -360,7 +337,9 @@ def test_cancel_stops_the_backend_and_changes_nothing(addon: ModuleType) -> None
     assert reconstruct().name == "chair_points.occupancy"  # the same backend serves on
 
 
-def test_backend_killed_mid_run_then_restart(addon: ModuleType) -> None:
+def test_backend_killed_mid_run_then_restart(
+    addon: ModuleType, run_and_interrupt: Callable[..., object]
+) -> None:
     chair = import_chair(transform=False)
     reconstruct()  # the backend is up
     bpy.context.view_layer.objects.active = chair
