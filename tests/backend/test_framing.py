@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.engine.framing import TRAINING_FILL, Framing, frame, object_mask, view_width
+from backend.engine.framing import TRAINING_FILL, TRAINING_OFFSET, Framing, frame, object_mask, view_width
 from backend.engine.observation import prepare_image
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
@@ -39,16 +39,27 @@ def test_alpha_wins_over_the_border_and_a_mask_over_both() -> None:
     assert object_mask(img, np.ones((32, 32), np.float32)).sum() == 24 * 24  # opaque: alpha says nothing
 
 
-def test_a_loose_and_a_tight_picture_of_one_object_give_the_same_crop() -> None:
-    tight, tight_framing = frame(*with_mask(picture((40, 40), (8, 32, 10, 30))))
-    loose, loose_framing = frame(*with_mask(picture((200, 300), (40, 160, 150, 250))))
-    assert tight.shape == (35, 35, 3) and loose.shape == (174, 174, 3)  # 24 / 0.69 and 120 / 0.69 pixels
-    np.testing.assert_allclose(box_in(loose), box_in(tight), atol=0.03)  # the object sits alike in both
-    # the crop says where the object was: centred in the tight picture, right of centre in the loose one
-    assert tight_framing.centre == pytest.approx((0.0, 0.0), abs=0.02)
-    assert loose_framing.centre[0] == pytest.approx((200 - 150) / 300, abs=0.01)
-    assert loose_framing.centre[1] == pytest.approx(-(100 - 100) / 300, abs=0.01)
-    assert loose_framing.side == pytest.approx(120 / TRAINING_FILL / 300, abs=0.01)
+def test_a_picture_framed_as_in_training_is_left_whole() -> None:
+    img = picture((40, 40), (8, 32, 10, 30))  # the block fills 0.6 of the picture, centred
+    square, framing = frame(*with_mask(img))
+    assert framing == Framing.whole() and square.shape == (40, 40, 3)
+    np.testing.assert_array_equal(square[8:32, 10:30], img[8:32, 10:30])
+    assert (square[:8] == 1.0).all()  # the backdrop is cut away to white
+
+
+def test_loose_and_tight_pictures_are_brought_to_the_nearest_training_framing() -> None:
+    low, high = TRAINING_FILL
+    loose, loose_framing = frame(*with_mask(picture((200, 300), (40, 160, 200, 300))))  # 120 / 300
+    assert loose.shape == (267, 267, 3) and box_in(loose)[2] - box_in(loose)[0] == pytest.approx(
+        low, abs=0.01
+    )
+    # the crop moves towards the object, and leaves it as far off centre as training renders go
+    offset = (250 - 150) / 300 - loose_framing.centre[0]
+    assert offset == pytest.approx(TRAINING_OFFSET * 267 / 300, abs=0.01)
+    assert loose_framing.side == pytest.approx(267 / 300)
+    tight, tight_framing = frame(*with_mask(picture((40, 40), (1, 39, 10, 30))))  # 38 / 40
+    assert tight.shape == (48, 48, 3) and tight_framing.side == pytest.approx(48 / 40)
+    assert box_in(tight)[2] - box_in(tight)[0] == pytest.approx(high, abs=0.02)
 
 
 def with_mask(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,15 +111,13 @@ def test_without_framing_the_whole_picture_is_padded_as_before() -> None:
     assert np.allclose(x[:, :10], 1.0) and np.allclose(x[:, 30:], 1.0)  # white padding above and below
 
 
-def test_a_loose_picture_gives_the_tight_pictures_shape_at_its_own_size() -> None:
-    """End to end with the shipped image model: the object at a fifth of the size in a picture
-    five times as large is the same mesh, scaled and moved with the picture."""
+def test_two_loose_pictures_give_one_shape_at_their_own_sizes() -> None:
+    """End to end with the shipped image model: an object at a tenth and at a fifth of the
+    picture is framed alike, so the mesh is the same, scaled and moved with the picture."""
     engine = Reconstructor("cpu")
     options = ReconstructOptions(resolution=32, keep_field=False)
-    tight = engine.reconstruct("image", Observation(image=picture((40, 40), (8, 32, 10, 30))), options)
-    loose = engine.reconstruct("image", Observation(image=picture((200, 200), (88, 112, 90, 110))), options)
-    assert len(tight.vertices) and len(loose.vertices)
-    size_tight = np.ptp(tight.vertices, axis=0)
-    size_loose = np.ptp(loose.vertices, axis=0)
-    np.testing.assert_allclose(size_loose * 5, size_tight, rtol=0.1)
-    np.testing.assert_allclose(loose.vertices.mean(axis=0) * 5, tight.vertices.mean(axis=0), atol=0.05)
+    small = engine.reconstruct("image", Observation(image=picture((240, 240), (108, 132, 110, 130))), options)
+    large = engine.reconstruct("image", Observation(image=picture((120, 120), (48, 72, 50, 70))), options)
+    assert len(small.vertices) and len(large.vertices)
+    np.testing.assert_allclose(np.ptp(small.vertices, axis=0) * 2, np.ptp(large.vertices, axis=0), rtol=0.1)
+    np.testing.assert_allclose(small.vertices.mean(axis=0) * 2, large.vertices.mean(axis=0), atol=0.05)
