@@ -1,10 +1,10 @@
 """Copy a training run's best model into ``backend/weights`` and write its model card.
 
-    python scripts/publish_model.py runs/pointcloud --name pointcloud [--eval runs/pointcloud/eval.json]
+    python scripts/publish_model.py runs/pointcloud --name pointcloud [--eval runs/pointcloud/eval.json ...]
 
 The weights keep the metadata written by training (config, tau, validation IoU, steps); the test-set
 metrics from ``python -m backend evaluate --json`` are added to it and to the card, so that the card
-and the file never disagree.
+and the file never disagree. Several ``--eval`` files (say, one per input density) give one table each.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def model_card(
     meta: Any,
     n_params: int,
     size_mb: float,
-    evaluation: dict[str, Any] | None,
+    evaluations: list[dict[str, Any]],
     note: str = "",
     reproduce: str = "",
     run: str = "",
@@ -80,6 +80,13 @@ def model_card(
     t = meta.training
     data = t.get("data", {})
     observation = OBSERVATION[meta.kind].format(n_points=data.get("n_points", 300), noise=data.get("noise"))
+    if data.get("n_points_max"):  # a model for scans of any density
+        observation = (
+            f"{data['n_points']} to {data['n_points_max']} surface points (log-uniform), noise std"
+            f" {data.get('noise')} to {data.get('noise_max')}, up to {data.get('outliers', 0):.0%} outliers,"
+            f" density varying over the surface (gain {data.get('density_gain')}), and a share of"
+            f" {data.get('partial_scans')} of partial scans seen from 1-4 viewpoints; in the unit cube"
+        )
     val = meta.metrics.get("val_iou_by_tau", {})
     card = [
         f"# Model card: `{name}`",
@@ -121,11 +128,12 @@ def model_card(
         "| --- |" + " --- |" * len(val),
         "| IoU | " + " | ".join(f"{v:.3f}" for v in val.values()) + " |",
     ]
-    if evaluation is not None:
+    for evaluation in evaluations:
         settings = {k: v for k, v in evaluation.get("settings", {}).items() if k != "data_dir"}
+        observed = ", ".join(f"{k} {settings[k]}" for k in ("points", "noise", "views") if settings.get(k))
         card += [
             "",
-            "## Test set (`python -m backend evaluate`)",
+            f"## Test set (`python -m backend evaluate`){f': {observed}' if observed else ''}",
             "",
             f"Settings: {json.dumps(settings)}. Distances are in units of the unit cube's edge"
             " (the paper's Chamfer figures are 10x these).",
@@ -146,7 +154,13 @@ def main() -> int:
     )
     parser.add_argument("run", type=Path, help="training run folder (holds best.safetensors)")
     parser.add_argument("--name", required=True, help="published model name (file stem)")
-    parser.add_argument("--eval", type=Path, help="JSON written by `python -m backend evaluate --json`")
+    parser.add_argument(
+        "--eval",
+        type=Path,
+        action="append",
+        default=[],
+        help="JSON written by `python -m backend evaluate --json` (repeat for several settings)",
+    )
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--note", default="", help="a remark on how the run went, for the card")
     parser.add_argument(
@@ -158,9 +172,13 @@ def main() -> int:
 
     model, meta = load_checkpoint(args.run / "best.safetensors")
     meta.name = args.name
-    evaluation = json.loads(args.eval.read_text()) if args.eval else None
-    if evaluation is not None:
-        meta.metrics["test"] = evaluation.get("mean", {})
+    evaluations = [json.loads(path.read_text()) for path in args.eval]
+    if evaluations:
+        meta.metrics["test"] = evaluations[0].get("mean", {})
+    if len(evaluations) > 1:
+        meta.metrics["tests"] = [
+            {"settings": e.get("settings", {}), "mean": e.get("mean", {})} for e in evaluations
+        ]
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     out = args.weights_dir / f"{args.name}.safetensors"
     save_weights(out, model, meta)
@@ -170,7 +188,7 @@ def main() -> int:
         meta,
         n_params,
         out.stat().st_size / 1e6,
-        evaluation,
+        evaluations,
         args.note,
         args.reproduce,
         args.run.as_posix(),

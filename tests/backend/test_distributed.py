@@ -17,10 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from backend.checkpoint import load_checkpoint
-from backend.config import Config, config_from_dict
+from backend.config import Config
 from backend.data.generate import build_split
 from backend.models import build_model
 from backend.training import train
+from tests.backend.tiny_runs import tiny_config
 
 HERE = Path(__file__).parent
 REFERENCE = HERE / "data" / "train_3_steps.safetensors"
@@ -28,30 +29,8 @@ WORKER = HERE / "ddp_worker.py"
 
 
 def reference_config(out_dir: Path, max_steps: int = 3) -> Config:
-    """A tiny point-cloud run; a large rate so that three steps move every weight visibly."""
-    return config_from_dict(
-        {
-            "model": {"kind": "pointcloud", "hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16},
-            "data": {
-                "n_train": 3,
-                "n_val": 2,
-                "surface_points": 300,
-                "query_points": 64,
-                "n_points": 40,
-                "views": 0,
-            },
-            "train": {
-                "out_dir": str(out_dir),
-                "batch_size": 2,
-                "max_steps": max_steps,
-                "eval_every": 2,
-                "checkpoint_every": 1,
-                "val_points": 500,
-                "lr": 0.2,
-                "lr_final": 0.2,
-            },
-        }
-    )
+    """The tiny run with a large rate, so that three steps move every weight visibly."""
+    return tiny_config(out_dir, max_steps, lr=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -113,16 +113,17 @@ def test_voxel_values_and_bounds_are_checked() -> None:
     assert full.inputs.shape == (1, VOXEL_RES, VOXEL_RES, VOXEL_RES)
 
 
-def test_images_are_composited_on_white_padded_square_and_resized() -> None:
+def test_unframed_images_are_composited_on_white_padded_square_and_resized() -> None:
+    """The whole picture, as the model's own renders are made (framing.py frames users' pictures)."""
     rgba = np.zeros((40, 80, 4), np.uint8)
     rgba[..., 0] = 255  # red where opaque
     rgba[:, :40, 3] = 255  # left half opaque, right half transparent
-    x = prepare_image(rgba, 32).inputs[0].numpy()  # (3, 32, 32)
+    x = prepare_image(rgba, 32, framed=False).inputs[0].numpy()  # (3, 32, 32)
     assert x.shape == (3, 32, 32)
     np.testing.assert_allclose(x[:, 0, 16], 1.0)  # padding above: white
     np.testing.assert_allclose(x[:, 16, 4], [1.0, 0.0, 0.0], atol=1e-6)  # opaque red
     np.testing.assert_allclose(x[:, 16, 28], 1.0)  # transparent -> white
-    gray = prepare_image(np.full((10, 10), 0.5, np.float32), 8).inputs
+    gray = prepare_image(np.full((10, 10), 0.5, np.float32), 8, framed=False).inputs
     np.testing.assert_allclose(gray.numpy(), 128 / 255, atol=1e-6)
 
 

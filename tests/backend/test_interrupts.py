@@ -54,6 +54,9 @@ def start(args: list[str]) -> subprocess.Popen[str]:
         [sys.executable, "-m", "backend", *args],
         cwd=REPO,
         env=env,
+        # as a terminal's foreground job: a shell's background job (a CI runner's, say) ignores
+        # SIGINT, and a child that inherits that never sees Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,35 +14,9 @@ from backend.checkpoint import ModelMeta, load_checkpoint, save_weights
 from backend.config import Config, config_from_dict
 from backend.models import build_model
 from backend.training import TAUS, ResumeError, _start_from, average_weights, train
+from tests.backend.tiny_runs import tiny_config
 
 PUBLISH = Path(__file__).resolve().parents[2] / "scripts" / "publish_model.py"
-
-
-def tiny_config(out_dir: Path, max_steps: int) -> Config:
-    return config_from_dict(
-        {
-            "model": {"kind": "pointcloud", "hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16},
-            "data": {
-                "n_train": 3,
-                "n_val": 2,
-                "surface_points": 300,
-                "query_points": 64,
-                "n_points": 40,
-                "views": 0,
-            },
-            "train": {
-                "out_dir": str(out_dir),
-                "batch_size": 2,
-                "max_steps": max_steps,
-                "eval_every": 2,
-                "checkpoint_every": 1,
-                "val_points": 500,
-                # a constant rate after warm-up, so the schedule does not depend on max_steps
-                "lr": 1e-3,
-                "lr_final": 1e-3,
-            },
-        }
-    )
 
 
 def test_training_writes_its_files_and_resumes_exactly(tmp_path: Path) -> None:

@@ -14,21 +14,9 @@ from types import ModuleType
 import bpy
 import pytest
 
+from tests.blender.scene_checks import fails
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def scene_state() -> list[tuple[str, str]]:
-    return sorted((obj.name, obj.type) for obj in bpy.data.objects) + [("meshes", str(len(bpy.data.meshes)))]
-
-
-def fails(match: str, **options: object) -> str:
-    """Run Reconstruct, expecting it to fail with ``match``; the scene must be as it was."""
-    before = scene_state()
-    options.setdefault("resolution", 32)
-    with pytest.raises(RuntimeError, match=match) as failure:
-        bpy.ops.occupancy.reconstruct(**options)
-    assert scene_state() == before
-    return str(failure.value)
 
 
 def import_chair() -> bpy.types.Object:

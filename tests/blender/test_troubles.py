@@ -23,23 +23,9 @@ import bpy
 import numpy as np
 import pytest
 
+from tests.blender.scene_checks import fails
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def scene_state() -> list[tuple[str, str]]:
-    """Objects and every kind of data a failed run could leave behind."""
-    counts = [("meshes", len(bpy.data.meshes)), ("images", len(bpy.data.images))]
-    return sorted((o.name, o.type) for o in bpy.data.objects) + [(k, str(n)) for k, n in counts]
-
-
-def fails(match: str, **options: object) -> str:
-    """Run Reconstruct, expecting the error ``match``; nothing in the scene may change."""
-    before = scene_state()
-    options.setdefault("resolution", 32)
-    with pytest.raises(RuntimeError, match=match) as failure:
-        bpy.ops.occupancy.reconstruct(**options)
-    assert scene_state() == before
-    return str(failure.value)
 
 
 def points_mesh(name: str, points: np.ndarray) -> bpy.types.Object:
