@@ -463,7 +463,7 @@ def ordinary_peak(engine_weights: Path) -> int:
 
 
 def test_serve_ends_a_2_to_the_62_byte_payload_at_once(engine_weights: Path, ordinary_peak: int) -> None:
-    """The issue this guards against: ``serve`` skipped such a payload for ever and fell silent."""
+    """What this guards against: ``serve`` once skipped such a payload for ever and fell silent."""
     oversized = struct.pack("<4sHHIQ", wire.MAGIC, 1, 0, 2, 2**62) + b"{}"
     # the input stays open until the answer came: a server that skips the payload never answers
     run = converse_with_serve(
