@@ -131,6 +131,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
         help="corners of a voxel grid in its frame (default: -0.5 .. 0.5 on every axis)",
     )
+    p.add_argument(
+        "--mask",
+        type=Path,
+        help="a picture's object mask: an image of its size, white (or opaque) where the object is "
+        "(default: found by the picture's alpha or plain backdrop)",
+    )
     add_engine_arguments(p)
 
 
@@ -142,6 +148,7 @@ def reconstruct_file(
     options: ReconstructOptions,
     bounds: Any = None,
     progress: ProgressFn | None = None,
+    mask: Path | None = None,
 ) -> MeshResult:
     """The mesh of one observation file (``reconstruct`` and each file of ``reconstruct-many``).
 
@@ -153,7 +160,7 @@ def reconstruct_file(
 
     if output.resolve() == source.resolve():
         raise InputError("the output would overwrite the input; choose another output file")
-    observation = read_observation(source, bounds)
+    observation = read_observation(source, bounds, mask)
     model = model or default_model(engine, observed_kind(observation).name)
     return engine.reconstruct(model, observation, options, progress=progress)
 
@@ -164,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     def call(engine: Any, progress: ProgressBar) -> MeshResult:
         bounds = None if args.bounds is None else np.array(args.bounds, np.float64).reshape(2, 3)
         return reconstruct_file(
-            engine, args.input, args.output, args.model, options_from(args), bounds, progress
+            engine, args.input, args.output, args.model, options_from(args), bounds, progress, args.mask
         )
 
     return run_engine(args, call)

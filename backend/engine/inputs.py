@@ -178,8 +178,25 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"cannot read {path} as an image: {e or type(e).__name__}") from None
 
 
-def read_observation(path: str | Path, bounds: np.ndarray | None = None) -> Observation:
-    """Read an observation file; InputError naming the problem if it cannot be used."""
+def read_mask(path: str | Path) -> np.ndarray:
+    """A picture's object mask from an image file -> (H, W) float32 in [0, 1]: its alpha if it
+    has transparency, else its brightness (white marks the object)."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"a mask is an image ({', '.join(sorted(IMAGE_SUFFIXES))}), not {path.name!r}")
+    if not path.is_file():
+        raise InputError(f"mask file not found: {path}")
+    pixels = _read_image(path)
+    if pixels.shape[2] == 4:
+        return pixels[:, :, 3].astype(np.float32) / 255.0
+    return pixels.mean(axis=2, dtype=np.float32) / 255.0
+
+
+def read_observation(
+    path: str | Path, bounds: np.ndarray | None = None, mask: str | Path | None = None
+) -> Observation:
+    """Read an observation file (and a picture's mask file); InputError naming the problem if it
+    cannot be used."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -188,12 +205,14 @@ def read_observation(path: str | Path, bounds: np.ndarray | None = None) -> Obse
         raise InputError(f"input file not found: {path}")
     if bounds is not None and suffix not in (".npy", ".binvox"):
         raise InputError("bounds only apply to a voxel grid (.npy or .binvox)")
+    if mask is not None and suffix not in IMAGE_SUFFIXES:
+        raise InputError("a mask only applies to a picture")
     if suffix == ".ply":
         return Observation(points=_read_ply(path))
     if suffix in POINT_SUFFIXES:
         return Observation(points=_read_text(path))
     if suffix in IMAGE_SUFFIXES:
-        return Observation(image=_read_image(path))
+        return Observation(image=_read_image(path), mask=None if mask is None else read_mask(mask))
     if suffix == ".binvox":
         grid = read_binvox(path)
         return Observation(voxels=grid.voxels, bounds=grid.bounds if bounds is None else bounds)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from backend.engine.framing import TRAINING_FILL, TRAINING_OFFSET, Framing, frame, object_mask, view_width
 from backend.engine.observation import prepare_image
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
 
 
 def picture(size: tuple[int, int], box: tuple[int, int, int, int], backdrop=(0.2, 0.5, 0.3)) -> np.ndarray:
@@ -121,3 +129,36 @@ def test_two_loose_pictures_give_one_shape_at_their_own_sizes() -> None:
     assert len(small.vertices) and len(large.vertices)
     np.testing.assert_allclose(np.ptp(small.vertices, axis=0) * 2, np.ptp(large.vertices, axis=0), rtol=0.1)
     np.testing.assert_allclose(small.vertices.mean(axis=0) * 2, large.vertices.mean(axis=0), atol=0.05)
+
+
+def test_the_command_line_takes_a_mask_where_the_backdrop_is_not_plain(tmp_path: Path) -> None:
+    """A picture on a busy backdrop is refused, and reconstructed once a mask says where the object is."""
+    rng = np.random.default_rng(1)
+    img = (rng.random((48, 48, 3)) * 255).astype(np.uint8)  # noise everywhere...
+    img[12:36, 14:34] = (200, 40, 40)  # ...around a red block
+    mask = np.zeros((48, 48), np.uint8)
+    mask[12:36, 14:34] = 255
+    Image.fromarray(img).save(tmp_path / "photo.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(mask[:24]).save(tmp_path / "half.png")
+    out = tmp_path / "mesh.ply"
+    base = ["reconstruct", str(tmp_path / "photo.png"), "-o", str(out), "--resolution", "32"]
+
+    refused = run_cli(base)
+    assert refused.returncode == 2 and "no plain background" in refused.stderr and not out.exists()
+    misfit = run_cli([*base, "--mask", str(tmp_path / "half.png")])
+    assert misfit.returncode == 2 and "the mask is (48, 24) pixels but the picture is (48, 48)" in (
+        misfit.stderr
+    )
+    cloud = ["reconstruct", str(EXAMPLES / "chair_points.ply"), "-o", str(out)]
+    wrong_input = run_cli([*cloud, "--mask", str(tmp_path / "mask.png")])
+    assert wrong_input.returncode == 2 and "a mask only applies to a picture" in wrong_input.stderr
+    done = run_cli([*base, "--mask", str(tmp_path / "mask.png")])
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and out.stat().st_size > 0
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backend", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
