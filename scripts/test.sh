@@ -11,7 +11,9 @@ trap 'rm -rf "$report"' EXIT
 failed=()
 
 echo "== pytest"
-"$OCC_PY" -m pytest --junitxml="$report/junit.xml" "$@" || failed+=(pytest)
+# Two worker processes (OCC_TEST_WORKERS; 0 runs in this process): most tests wait on a
+# subprocess, Blender or one torch thread, so two share the cores well.
+"$OCC_PY" -m pytest -n "${OCC_TEST_WORKERS:-2}" --junitxml="$report/junit.xml" "$@" || failed+=(pytest)
 echo "== ruff check"
 "$OCC_PY" -m ruff check . || failed+=("ruff check")
 echo "== ruff format --check"

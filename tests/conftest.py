@@ -22,6 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if "bpy" in sys.modules:
     raise RuntimeError("bpy was imported before tests/conftest.py could give Blender a throwaway user folder")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers share the cores: one torch thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 BLENDER_USER = Path(tempfile.mkdtemp(prefix="occ-test-blender-user-"))
 os.environ["BLENDER_USER_RESOURCES"] = str(BLENDER_USER)
 
