@@ -10,22 +10,16 @@ that it stands in front of the picture instead of cutting through it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .backend_link import load_protocol
 
 CAMERA_DISTANCE = load_protocol().CAMERA_DISTANCE  # the image models' camera, one definition for both sides
 FOV_DEGREES = load_protocol().FOV_DEGREES
+VIEW_WIDTH = load_protocol().VIEW_WIDTH  # the camera's view at the object's centre
 # Half the side of the cube the backend extracts in: the unit cube plus its padding
 # (backend/engine/grid.py). Moving the mesh forward by this much keeps all of it in front.
 HALF_BOX = 0.55
-
-
-def view_width_at_object() -> float:
-    """Width of the camera's square view at the object's centre, in model units."""
-    return 2.0 * CAMERA_DISTANCE * math.tan(math.radians(FOV_DEGREES) / 2.0)
 
 
 def image_extent(display_size: float, width_px: int, height_px: int) -> tuple[float, float]:
@@ -46,7 +40,7 @@ def image_result_matrix(
     centre = np.array([(offset[0] + 0.5) * width, (offset[1] + 0.5) * height, 0.0])
     # The model pads a non-square image to a square before it looks at it: the view covers the
     # longest side.
-    scale = max(width, height) / view_width_at_object()
+    scale = max(width, height) / VIEW_WIDTH
     matrix = np.eye(4)
     matrix[:3, :3] *= scale
     matrix[:3, 3] = centre + np.array([0.0, 0.0, HALF_BOX * scale])

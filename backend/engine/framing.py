@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
+from ..wire.constants import VIEW_WIDTH
 from .types import InputError
 
 # The silhouette box's longest side as a fraction of the picture's, over procedural training
@@ -34,11 +34,6 @@ TRAINING_OFFSET = 0.06  # the silhouette box's centre lies this near the picture
 BORDER_TOLERANCE = 0.1  # a pixel this far from the backdrop's colour (max over channels) is object
 MIN_PLAIN_BORDER = 0.6  # the share of border pixels that must match the backdrop's colour
 MIN_OBJECT_PIXELS = 4
-
-
-def view_width() -> float:
-    """Width of the model camera's square view at the object's centre, in model units."""
-    return 2.0 * CAMERA_DISTANCE * float(np.tan(np.radians(FOV_DEGREES) / 2.0))
 
 
 @dataclass(frozen=True)
@@ -58,8 +53,7 @@ class Framing:
 
     def to_picture(self) -> tuple[np.ndarray, float]:
         """(centre, scale) of the map from the crop's camera frame to the whole picture's."""
-        width = view_width()
-        return np.array([self.centre[0] * width, self.centre[1] * width, 0.0]), self.side
+        return np.array([self.centre[0] * VIEW_WIDTH, self.centre[1] * VIEW_WIDTH, 0.0]), self.side
 
 
 def object_mask(

@@ -19,6 +19,7 @@ from .constants import (
     RESOLUTIONS,
     THRESHOLD_MAX,
     THRESHOLD_MIN,
+    VIEW_WIDTH,
     VOXEL_RES,
 )
 from .frames import (
@@ -97,6 +98,7 @@ __all__ = [
     "SUPERSEDED",
     "THRESHOLD_MAX",
     "THRESHOLD_MIN",
+    "VIEW_WIDTH",
     "UNKNOWN_FIELD",
     "UNKNOWN_MESSAGE",
     "UNKNOWN_MODEL",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 Kind = Literal["pointcloud", "voxels", "image", "unconditional"]  # what a model takes as input
@@ -24,3 +25,5 @@ THRESHOLD_MAX = 0.999
 # with this field of view; the object fills the unit cube around the origin.
 CAMERA_DISTANCE = 2.0
 FOV_DEGREES = 40.0
+# the width of that camera's square view at the object's centre, in model units
+VIEW_WIDTH = 2.0 * CAMERA_DISTANCE * math.tan(math.radians(FOV_DEGREES) / 2.0)

@@ -23,7 +23,7 @@ def test_camera_constants_match_the_backend() -> None:
 
 def test_the_view_covers_the_picture_and_the_cube_stands_in_front() -> None:
     matrix = placement.image_result_matrix(display_size=4.0, width_px=200, height_px=100)
-    view = placement.view_width_at_object()
+    view = placement.VIEW_WIDTH
     assert view == math.tan(math.radians(20)) * 4
     # the edge of the camera's view at the object's depth lands on the picture's long edge
     edge = apply(matrix, np.array([[view / 2, 0.0, 0.0]]))[0]

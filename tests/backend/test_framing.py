@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.engine.framing import TRAINING_FILL, TRAINING_OFFSET, Framing, frame, object_mask, view_width
+from backend.engine.framing import TRAINING_FILL, TRAINING_OFFSET, Framing, frame, object_mask
 from backend.engine.observation import prepare_image
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
+from backend.wire.constants import VIEW_WIDTH
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -83,7 +84,7 @@ def box_in(crop: np.ndarray) -> np.ndarray:
 
 def test_the_crop_maps_back_to_the_whole_pictures_camera_frame() -> None:
     centre, scale = Framing((0.25, -0.1), 0.5).to_picture()
-    np.testing.assert_allclose(centre, [0.25 * view_width(), -0.1 * view_width(), 0.0])
+    np.testing.assert_allclose(centre, [0.25 * VIEW_WIDTH, -0.1 * VIEW_WIDTH, 0.0])
     assert scale == 0.5
     whole_centre, whole_scale = Framing.whole().to_picture()
     assert whole_scale == 1.0 and not whole_centre.any()
