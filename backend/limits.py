@@ -4,19 +4,18 @@ Each limit is checked before anything of that size is allocated, against what a 
 (a header, a shape, a model's metadata) as well as against the file's real size, so a lying
 header is refused for the price of reading the header. The README's limits table lists these.
 
-The wire's own limits (frame header and payload) live in ``backend/wire/frames.py``, because the
-add-on loads the wire package by path and cannot import this module; they are re-exported here so
-that the list is complete.
+The limits the add-on must know too (a cloud's points, the wire's frame header and payload) live in
+``backend/wire/``, because the add-on loads the wire package by path and cannot import this
+module; they are re-exported here so that the list is complete.
 """
 
 from __future__ import annotations
 
+from .wire.constants import MAX_POINTS  # points of a cloud: the add-on checks it before reading them
 from .wire.frames import DEFAULT_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from .wire.frames import MAX_HEADER_BYTES as MAX_FRAME_HEADER_BYTES
 
 # ---------------------------------------------------------------- observations
-# points of a cloud: ~1.4 GB of float64 coordinates while the largest cloud is prepared
-MAX_POINTS = 20_000_000
 # an image's width and height each: decoding and preparing the largest image costs under ~1 GB
 # (the image is padded to a square, so the longer side decides the cost)
 MAX_IMAGE_SIDE = 4096

@@ -15,6 +15,7 @@ from .client import BackendError, BackendProcess, Pending, ProgressCallback
 from .constants import (
     CAMERA_DISTANCE,
     FOV_DEGREES,
+    MAX_POINTS,
     MODEL_KINDS,
     RESOLUTIONS,
     THRESHOLD_MAX,
@@ -89,6 +90,7 @@ __all__ = [
     "HANDSHAKE_REQUIRED",
     "INTERNAL",
     "MAGIC",
+    "MAX_POINTS",
     "MODEL_KINDS",
     "NO_ANSWER",
     "OUT_OF_MEMORY",

@@ -15,6 +15,9 @@ KIND_ARRAYS: dict[str, tuple[str, ...]] = {
     "image": ("image",),
     "unconditional": (),
 }
+# The most points one cloud may have: the backend refuses more, the add-on says so before reading them
+# (preparing the largest cloud takes ~1.4 GB of float64 coordinates in the backend).
+MAX_POINTS = 20_000_000
 VOXEL_RES = 32  # the voxel models' input grid per axis (the voxel CNN reduces 32^3 to 2^3)
 RESOLUTIONS: tuple[int, ...] = (32, 64, 128, 256, 512)  # extraction grids: the base grid, then doublings
 # The thresholds the add-on offers; the backend itself takes any value strictly between 0 and 1.

@@ -7,9 +7,12 @@ from typing import Any
 import bpy
 import numpy as np
 
+from ..backend_link import load_protocol
 from ..errors import UserError
 from ..scene_data import InputChoice, InputData, point_count, point_data, type_label, world_matrix
 from .base import Context, MaybeImage, MaybeObject, Reader
+
+MAX_POINTS: int = load_protocol().MAX_POINTS  # what the backend takes, checked before any point is read
 
 
 class PointCloudReader(Reader):
@@ -29,6 +32,11 @@ class PointCloudReader(Reader):
         count = point_count(data)
         if count == 0:
             raise UserError(f"'{obj.name}' has no points to reconstruct from")
+        if count > MAX_POINTS:
+            raise UserError(
+                f"'{obj.name}' has {count:,} points, more than the {MAX_POINTS:,} the backend takes: "
+                "thin them out first (for example with Merge by Distance)"
+            )
         return InputChoice(self.kind, f"Point cloud: {count:,} points", obj.name, obj=obj, count=count)
 
     def read(self, context: bpy.types.Context, choice: InputChoice, evaluated: bool) -> InputData:

@@ -155,6 +155,21 @@ def test_ten_million_vertices(addon: ModuleType) -> None:
     assert peak < 1.5 * 120e6
 
 
+def test_a_cloud_beyond_the_backends_limit_is_refused_before_it_is_read(
+    addon: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The add-on knows the backend's point limit (one constant on the wire) and refuses a bigger
+    cloud from its vertex count, before copying a single coordinate. The limit is lowered here:
+    a real 20-million-vertex mesh would cost the test a minute and 2 GB for the same branch."""
+    import backend.limits
+
+    reader = sys.modules[f"{addon.__name__}.readers.pointcloud"]
+    assert reader.MAX_POINTS == backend.limits.MAX_POINTS == 20_000_000
+    monkeypatch.setattr(reader, "MAX_POINTS", 1000)
+    points_mesh("Too Dense", np.random.default_rng(0).normal(size=(1001, 3)))
+    fails(r"'Too Dense' has 1,001 points, more than the 1,000 the backend takes: thin them out first")
+
+
 def test_a_volume_without_grids(addon: ModuleType) -> None:
     volume = bpy.data.objects.new("Empty Volume", bpy.data.volumes.new("Empty Volume"))
     bpy.context.scene.collection.objects.link(volume)
