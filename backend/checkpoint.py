@@ -100,14 +100,7 @@ def read_meta(path: str | Path) -> ModelMeta:
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}")
     try:
-        with path.open("rb") as f:
-            declared = int.from_bytes(f.read(8), "little")
-        if declared > MAX_MODEL_HEADER_BYTES:  # before the header is read and parsed
-            raise CheckpointError(
-                f"{path} is not a safetensors model file (it declares a header of {declared:,} "
-                f"bytes; model files have up to {MAX_MODEL_HEADER_BYTES:,})"
-            )
-        fields = read_model_header(path)
+        fields = read_model_header(path)  # refuses a header over the limit before reading it
     except RecursionError:  # JSON nested beyond Python's stack
         raise CheckpointError(
             f"{path} is not a safetensors model file (its header nests too deeply)"

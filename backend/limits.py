@@ -4,7 +4,8 @@ Each limit is checked before anything of that size is allocated, against what a 
 (a header, a shape, a model's metadata) as well as against the file's real size, so a lying
 header is refused for the price of reading the header. The README's limits table lists these.
 
-The limits the add-on must know too (a cloud's points, the wire's frame header and payload) live in
+The limits the add-on must know too (a cloud's points, a model file's header, the wire's frame
+header and payload) live in
 ``backend/wire/``, because the add-on loads the wire package by path and cannot import this
 module; they are re-exported here so that the list is complete.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from .wire.constants import MAX_POINTS  # points of a cloud: the add-on checks it before reading them
 from .wire.frames import DEFAULT_MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from .wire.frames import MAX_HEADER_BYTES as MAX_FRAME_HEADER_BYTES
+from .wire.model_header import MAX_HEADER_BYTES as MAX_MODEL_HEADER_BYTES  # the add-on's model list too
 
 # ---------------------------------------------------------------- observations
 # an image's width and height each: decoding and preparing the largest image costs under ~1 GB
@@ -37,9 +39,6 @@ MAX_THREADS = 256  # torch CPU threads
 MAX_EVAL_SHAPES = 100_000  # evaluate --n
 
 # ---------------------------------------------------------------- model files
-# a model file's JSON header (the shipped ones have 5 to 21 KB): parsing the largest costs at most
-# a few hundred MB; the add-on lists models with the wire's laxer reader (model_header.py)
-MAX_MODEL_HEADER_BYTES = 16 * 2**20
 MAX_MODEL_PARAMETERS = 100_000_000  # the shipped models have 0.3 to 3.4 million
 MAX_MODEL_IMAGE_SIZE = 512  # an image model's input side (the shipped one takes 64)
 MAX_MODEL_GRID_RES = 128  # a point model's feature grid per axis (the shipped ones use 16)

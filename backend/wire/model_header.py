@@ -14,7 +14,9 @@ from typing import Any
 
 FORMAT = "occupancy-reconstruct"
 FORMAT_VERSION = 1
-MAX_HEADER_BYTES = 100_000_000
+# a model file's JSON header (the shipped ones have 5 to 21 KB): parsing the largest costs at most a
+# few hundred MB; the backend's loader and the add-on's model list both refuse a bigger one
+MAX_HEADER_BYTES = 16 * 2**20
 DEFAULT_TRAINING_POINTS = 300  # the original's point-cloud input, for models that do not say
 
 
@@ -47,8 +49,9 @@ def read_model_header(path: str | Path) -> dict[str, Any]:
     with Path(path).open("rb") as stream:
         try:
             size = int.from_bytes(stream.read(8), "little")
-            if not 0 < size < MAX_HEADER_BYTES:
-                raise ValueError("bad header size")
+            if not 0 < size <= MAX_HEADER_BYTES:
+                limit = f"model files have up to {MAX_HEADER_BYTES:,}"
+                raise ValueError(f"it declares a header of {size:,} bytes; {limit}")
             header = json.loads(stream.read(size))
         except ValueError as error:  # UnicodeDecodeError and JSONDecodeError included
             raise NotSafetensorsError(str(error)) from None

@@ -232,3 +232,14 @@ def test_a_header_beyond_the_limit_is_refused_before_it_is_read(tmp_path: Path) 
     path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
     with pytest.raises(CheckpointError, match="declares a header of 1,099,511,627,776 bytes"):
         read_meta(path)
+
+
+def test_the_add_ons_model_list_has_the_backends_header_limit(tmp_path: Path) -> None:
+    """The wire's header reader (the add-on lists models with it) refuses what the loader refuses."""
+    from backend.limits import MAX_MODEL_HEADER_BYTES
+    from backend.wire.model_header import NotSafetensorsError, read_model_header
+
+    path = tmp_path / "big-header.safetensors"
+    path.write_bytes((MAX_MODEL_HEADER_BYTES + 1).to_bytes(8, "little") + b"{}")
+    with pytest.raises(NotSafetensorsError, match="declares a header of 16,777,217 bytes"):
+        read_model_header(path)
