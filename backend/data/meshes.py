@@ -267,6 +267,7 @@ def prepare_meshes(
     from tqdm import tqdm
 
     settings.validate()
+    check_output_folder(out)
     paths = find_meshes(folder)
     if not paths:
         raise MeshDataError(f"no mesh files ({', '.join(MESH_SUFFIXES)}) in {folder}")
@@ -298,6 +299,36 @@ def prepare_meshes(
         )
     names = [name for name, _ in usable]
     splits = assign_splits(names, settings)
+    try:
+        return _write_prepared(out, folder, usable, splits, skipped, settings)
+    except OSError as e:  # a full disk, or the folder changed under us since the check
+        raise MeshDataError(f"cannot write the dataset into {out}: {e.strerror or e}") from None
+
+
+def check_output_folder(out: Path) -> None:
+    """MeshDataError before any work if the dataset cannot be written to ``out``: a file there, or
+    no permission to write where the folder is (or will be created)."""
+    if out.exists() and not out.is_dir():
+        raise MeshDataError(f"the output {out} is a file; give a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MeshDataError(f"cannot create the output folder {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MeshDataError(f"cannot write into {existing}")
+
+
+def _write_prepared(
+    out: Path,
+    folder: Path,
+    usable: list[tuple[str, dict[str, np.ndarray]]],
+    splits: dict[str, list[int]],
+    skipped: dict[str, str],
+    settings: MeshSettings,
+) -> dict[str, object]:
+    """The splits' arrays and the manifest, each file complete or not at all; returns the manifest."""
+    names = [name for name, _ in usable]
     out.mkdir(parents=True, exist_ok=True)
     for split, indices in splits.items():
         if not indices:
@@ -306,8 +337,11 @@ def prepare_meshes(
         arrays = {k: np.stack([s[k] for s in shapes]) for k in shapes[0]}
         arrays["names"] = np.array([names[i] for i in indices])
         tmp = out / f".{split}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(out / f"{split}.npz")
+        try:
+            np.savez(tmp, **arrays)
+            tmp.replace(out / f"{split}.npz")
+        finally:
+            tmp.unlink(missing_ok=True)
     manifest: dict[str, object] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -317,8 +351,11 @@ def prepare_meshes(
         "skipped": skipped,
     }
     tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(out / MANIFEST)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(out / MANIFEST)
+    finally:
+        tmp.unlink(missing_ok=True)
     return manifest
 
 

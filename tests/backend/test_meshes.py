@@ -211,3 +211,13 @@ def test_the_command_line_prepares_a_folder(mesh_folder: Path, tmp_path: Path, r
     proc = run(str(tmp_path / "nothing"), str(tmp_path / "x"))
     assert proc.returncode == 2 and "error: mesh folder not found" in proc.stderr
     assert not (tmp_path / "x").exists()
+    # an output that cannot be a folder is refused before any mesh is read, in one line
+    (tmp_path / "a-file").write_text("keep me")
+    for out, message in (
+        (tmp_path / "a-file", f"error: the output {tmp_path / 'a-file'} is a file; give a folder"),
+        (tmp_path / "a-file" / "sub", f"{tmp_path / 'a-file'} is a file"),
+    ):
+        proc = run(str(folder), str(out))
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error:"), proc.stderr
+        assert message in proc.stderr and "meshes:" not in proc.stderr
+    assert (tmp_path / "a-file").read_text() == "keep me"
