@@ -44,6 +44,7 @@ from .containment import ray_parity
 from .data.dataset import ShapePool
 from .data.generate import SPLITS
 from .data.onet_layout import OnetPool, spread
+from .data.render import silhouette
 from .data.sources import open_split
 from .engine.extract import check_tau
 from .engine.grid import check_resolution
@@ -62,6 +63,9 @@ EMPTY = {
     "fscore": 0.0,
 }
 METRICS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "accuracy", "completeness")
+# image models also: the predicted surface's silhouette through the input camera against the
+# object's, each splatted from 100k surface samples at the input picture's resolution
+SILHOUETTE = "silhouette_iou"
 
 
 @dataclass
@@ -275,13 +279,19 @@ def mesh_metrics(
     n_samples: int,
     threshold: float,
     rng: np.random.Generator,
+    gt_silhouette: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All metrics of one predicted mesh against one ground-truth shape."""
+    """All metrics of one predicted mesh against one ground-truth shape (and its silhouette in the
+    input camera, for image models)."""
+    outline = {} if gt_silhouette is None else {SILHOUETTE: 0.0}
     if len(faces) == 0:
-        return {"iou": 0.0, **EMPTY}
+        return {"iou": 0.0, **EMPTY, **outline}
     iou = volume_iou(ray_parity(vertices, faces, iou_points), iou_gt)
     points, normals = sample_mesh(vertices, faces, n_samples, rng)
-    return {"iou": iou, **surface_metrics(points, normals, gt_points, gt_normals, threshold, gt_tree)}
+    if gt_silhouette is not None:
+        outline[SILHOUETTE] = volume_iou(silhouette(points, len(gt_silhouette)), gt_silhouette)
+    metrics = surface_metrics(points, normals, gt_points, gt_normals, threshold, gt_tree)
+    return {"iou": iou, **metrics, **outline}
 
 
 def voxel_occupancy(grid: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -389,6 +399,7 @@ class TestCase:
     normals: np.ndarray  # (k, 3) their unit normals
     tree: cKDTree  # over ``surface``
     voxels: np.ndarray  # (32, 32, 32) the voxel input, for the voxel model's baseline
+    silhouette: np.ndarray | None = None  # image models: the shape's mask in the input camera
     category: str | None = None  # the class, in the original's layout
     category_name: str | None = None
 
@@ -447,6 +458,7 @@ def _test_case(
         normals=gt_normals,
         tree=surface_tree(gt_points),
         voxels=pool.voxels[j].numpy().astype(bool),
+        silhouette=silhouette(gt_points, cfg.image_size) if spec.viewed else None,
         category=category,
         category_name=category_name,
     )
@@ -468,6 +480,7 @@ def score(
         settings.surface_points,
         settings.fscore_threshold,
         rng,
+        case.silhouette,
     )
 
 

@@ -69,6 +69,8 @@ def _metric_cells(metrics: dict[str, float] | None) -> list[str]:
 
 def print_report(report: Any, per_shape: bool) -> None:
     """The per-shape table and the means, as plain text."""
+    from ..evaluation import SILHOUETTE
+
     if report.kind == "unconditional":
         widths = [6, 8, 7, 9]
         if per_shape:
@@ -100,16 +102,15 @@ def print_report(report: Any, per_shape: bool) -> None:
             print(_row([*cells, str(s.faces), f"{s.seconds:.2f}"], widths))
         print()
     print(f"{report.kind} model {report.model}, tau {report.tau:g}, {len(report.shapes)} shapes:")
-    mean_head = ["", *[t for _, t in COLUMNS], "accuracy", "completeness"]
+    extra = ["accuracy", "completeness"] + ([SILHOUETTE] if SILHOUETTE in report.mean() else [])
+    mean_head = ["", *[t for _, t in COLUMNS], *extra]
     mean_widths = [14, *[max(len(t), 10) for t in mean_head[1:]]]
     print(_row(mean_head, mean_widths))
     rows = [("model", report.mean())]
     if baseline:
         rows.append(("input voxels", baseline_mean))
     for label, m in rows:
-        print(
-            _row([label, *_metric_cells(m), f"{m['accuracy']:.4f}", f"{m['completeness']:.4f}"], mean_widths)
-        )
+        print(_row([label, *_metric_cells(m), *(f"{m[k]:.4f}" for k in extra)], mean_widths))
     classes = report.class_means()
     if classes:
         print_class_table(classes, report.mean_of_classes())

@@ -16,6 +16,7 @@ from backend.__main__ import main
 from backend.config import DataConfig
 from backend.data.dataset import ShapePool
 from backend.data.generate import build_split
+from backend.data.render import silhouette
 from backend.engine.extract import extract_mesh
 from backend.engine.field import FunctionField
 from backend.engine.grid import Grid
@@ -24,6 +25,7 @@ from backend.engine.observation import UserFrame
 from backend.engine.types import ReconstructOptions
 from backend.evaluation import (
     EMPTY,
+    SILHOUETTE,
     _ground_truth_surface,
     is_closed,
     mesh_metrics,
@@ -114,8 +116,12 @@ def test_an_exact_mesh_scores_near_perfect_in_the_prediction_frame(pool: ShapePo
     )
     pts, occ = pool.uniform_labelled(idx, 20000, 0.1, torch.Generator().manual_seed(0), views)
     gt_points, gt_normals = _ground_truth_surface(pool, 0, kind)
-    args = (gt_points, gt_normals, surface_tree(gt_points), 20000, 0.01, np.random.default_rng(0))
+    outline = silhouette(gt_points, 16) if kind == "image" else None
+    args = (gt_points, gt_normals, surface_tree(gt_points), 20000, 0.01, np.random.default_rng(0), outline)
     metrics = mesh_metrics(mesh.vertices, mesh.faces, pts[0].numpy(), occ[0].numpy() > 0.5, *args)
+    assert (SILHOUETTE in metrics) == (kind == "image")
+    if kind == "image":
+        assert metrics[SILHOUETTE] > 0.97
     # 20k samples a side leave ~0.005 between two samplings of the same surface
     assert metrics["iou"] > 0.98 and metrics["chamfer_l1"] < 0.008
     assert metrics["normal_consistency"] > 0.95 and metrics["fscore"] > 0.9
@@ -123,6 +129,23 @@ def test_an_exact_mesh_scores_near_perfect_in_the_prediction_frame(pool: ShapePo
         unit_points, unit_normals = _ground_truth_surface(pool, 0, "pointcloud")
         wrong = surface_metrics(*mesh_metrics_inputs(mesh, 20000), unit_points, unit_normals)
         assert wrong["chamfer_l1"] > 5 * metrics["chamfer_l1"]
+
+
+def test_the_silhouette_is_what_the_input_camera_sees(pool: ShapePool) -> None:
+    """Surface samples splatted through the camera cover exactly the rendered object's pixels,
+    up to the pixels its outline grazes: the silhouette metric and the renderer share one camera."""
+    gt_points, _ = _ground_truth_surface(pool, 0, "image")
+    image = pool.images[0, 0].numpy().astype(int)  # (16, 16, 3), on a plain light background
+    drawn = np.abs(image - image[0, 0]).max(-1) > 3  # where a pixel's centre ray hits the object
+    splat = silhouette(gt_points, 16)
+    assert drawn.sum() > 20 and (splat | drawn).sum() == splat.sum()  # every drawn pixel is in it
+    padded = np.pad(drawn, 1)
+    grown = np.zeros_like(drawn)
+    for dr in range(3):
+        for dc in range(3):
+            grown |= padded[dr : dr + 16, dc : dc + 16]
+    assert not (splat & ~grown).any()  # and the rest touch the drawn outline
+    assert not silhouette(gt_points + [0, 0, 5.0], 16).any()  # behind the camera: nothing
 
 
 def mesh_metrics_inputs(mesh: object, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +177,7 @@ def test_the_evaluate_command_prints_tables_and_writes_json(
         "fscore",
     }
     assert "test-0" in text and "test-1" in text and "IoU" in text
+    assert ("silhouette_iou" in result["mean"]) == ("silhouette_iou" in text) == (model == "image")
     if model == "voxels":
         baseline = result["input_voxels_mean"]
         assert 0.3 < baseline["iou"] < 1 and baseline["chamfer_l1"] < 0.05
