@@ -131,6 +131,8 @@ def model_card(
     for evaluation in evaluations:
         settings = {k: v for k, v in evaluation.get("settings", {}).items() if k != "data_dir"}
         observed = ", ".join(f"{k} {settings[k]}" for k in ("points", "noise", "views") if settings.get(k))
+        if settings.get("source", "procedural") != "procedural":  # another test set, e.g. the unfamiliar one
+            observed = f"{settings['source']}, {observed}" if observed else str(settings["source"])
         card += [
             "",
             f"## Test set (`python -m backend evaluate`){f': {observed}' if observed else ''}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -87,13 +88,26 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
     assert third_meta.training["started_from"]["started_from"] == meta.training["started_from"]
     # ... and the published cards say so, with the steps of all stages
     weights = tmp_path / "weights"
+    # with one table per test setting: procedural at 3000 points, and another test set
+    tables = []
+    for i, settings in enumerate(({"points": 3000}, {"points": 300, "source": "my/unfamiliar"})):
+        tables.append(tmp_path / f"eval{i}.json")
+        tables[-1].write_text(json.dumps({"settings": settings, "mean": {"iou": 0.5 + i / 10}}))
     for run, name in ((tuned, "tiny"), (third, "tiny3")):
+        evals = [arg for path in tables for arg in ("--eval", str(path))] if name == "tiny" else []
         subprocess.run(
-            [sys.executable, str(PUBLISH), str(run), "--name", name, "--weights-dir", str(weights)],
+            [sys.executable, str(PUBLISH), str(run), "--name", name, "--weights-dir", str(weights), *evals],
             check=True,
             capture_output=True,
         )
     card = (weights / "tiny.md").read_text()
+    assert "## Test set (`python -m backend evaluate`): points 3000\n" in card
+    assert "## Test set (`python -m backend evaluate`): my/unfamiliar, points 300\n" in card
+    assert "| iou | 0.6000 |" in card
+    assert [t["mean"]["iou"] for t in load_checkpoint(weights / "tiny.safetensors")[1].metrics["tests"]] == [
+        0.5,
+        0.6,
+    ]
     assert "Started from the weights of `tiny` (2 steps on 3 shapes" in card
     assert "; 4 steps and " in card
     assert load_checkpoint(weights / "tiny.safetensors")[1].training["started_from"]["steps"] == 2
