@@ -87,6 +87,13 @@ class EvalSettings:
     points: int | None = None
     noise: float | None = None
     views: int = 0
+    fit_points: bool = True  # point clouds: the surface fitted to the points (engine/fit.py), as by default
+
+    def reconstruct_options(self) -> ReconstructOptions:
+        """How every test shape is reconstructed (the engine's defaults otherwise)."""
+        return ReconstructOptions(
+            tau=self.tau, resolution=self.resolution, fit_points=self.fit_points, keep_field=False
+        )
 
     def check(self) -> None:
         for name in ("n", "iou_points", "surface_points"):
@@ -490,7 +497,7 @@ def evaluate_shapes(
     """Reconstruct and score the first ``settings.n`` shapes of the split, one at a time."""
     _, meta = engine.load(model)
     kind = meta.kind
-    options = ReconstructOptions(tau=settings.tau, resolution=settings.resolution, keep_field=False)
+    options = settings.reconstruct_options()
     for case in test_cases(kind, meta, settings, progress):
         t0 = time.perf_counter()
         mesh: MeshResult = engine.reconstruct(model, case.observation, options)
@@ -524,7 +531,7 @@ def evaluate_samples(
     """Draw ``settings.n`` shapes (seeds 0..n-1) from an unconditional model and check each mesh."""
     from tqdm import tqdm
 
-    options = ReconstructOptions(tau=settings.tau, resolution=settings.resolution, keep_field=False)
+    options = settings.reconstruct_options()
     for seed in tqdm(range(settings.n), desc="sample", disable=not progress):
         t0 = time.perf_counter()
         mesh = engine.sample(model, seed, options)

@@ -36,7 +36,6 @@ from classical import METHODS, available  # noqa: E402
 
 from backend.commands.evaluate import add_arguments, settings_from_args  # noqa: E402
 from backend.engine.reconstructor import Reconstructor  # noqa: E402
-from backend.engine.types import ReconstructOptions  # noqa: E402
 from backend.evaluation import METRICS, EvalSettings, score, test_cases  # noqa: E402
 
 SHOWN = ("iou", "chamfer_l1", "normal_consistency", "fscore")
@@ -47,7 +46,7 @@ def compare(
 ) -> dict:
     """Per method: mean metrics and mean seconds per shape, plus the per-shape rows."""
     _, meta = engine.load(model)
-    options = ReconstructOptions(resolution=settings.resolution, keep_field=False)
+    options = settings.reconstruct_options()
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     for case in test_cases(meta.kind, meta, settings, progress):
         points = case.observation.points

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import preview, runtime, settings
 from .backend_link import BackendMissingError, backend_root, load_protocol
@@ -69,6 +69,7 @@ def _recipe(op: Any, kind: str, **extra: Any) -> Recipe:
         resolution=op.resolution,
         refine_steps=op.refine_steps,
         simplify_faces=op.simplify_faces,
+        fit_points=op.fit_points,
         **extra,
     )
 
@@ -97,6 +98,11 @@ class _BackendTask(bpy.types.Operator):
     )
     simplify_faces: IntProperty(  # type: ignore[valid-type]
         name="Simplify To", description="Target face count (0: no simplification)", default=0, min=0
+    )
+    fit_points: BoolProperty(  # type: ignore[valid-type]
+        name="Fit to Points",
+        description="Point clouds: move the surface onto the points where the scan is dense",
+        default=True,
     )
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold",

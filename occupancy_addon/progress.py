@@ -9,6 +9,7 @@ STAGES: dict[str, tuple[str, float]] = {
     "marching_cubes": ("Extracting the surface", 0.1),
     "simplify": ("Simplifying", 0.05),
     "refine": ("Refining", 0.07),
+    "fit": ("Fitting to the points", 0.03),
     "normals": ("Computing normals", 0.03),
 }
 _TOTAL = sum(share for _, share in STAGES.values())

@@ -73,6 +73,12 @@ class OCC_PG_settings(bpy.types.PropertyGroup):
         name="Simplify", description="Reduce the number of faces", default=False
     )
     simplify_faces: IntProperty(name="Faces", default=20000, min=4, soft_max=500000)  # type: ignore[valid-type]
+    fit_points: BoolProperty(  # type: ignore[valid-type]
+        name="Fit to Points",
+        description="Point clouds: move the surface onto the points where the scan is dense; "
+        "off: keep the network's smoother surface",
+        default=True,
+    )
     use_model_threshold: BoolProperty(  # type: ignore[valid-type]
         name="Model's Threshold",
         description="Use the threshold the model was tuned with",

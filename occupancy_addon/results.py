@@ -36,6 +36,7 @@ class Recipe:
     resolution: int = 128
     refine_steps: int = 0
     simplify_faces: int = 0  # 0: off
+    fit_points: bool = True  # point clouds: the surface fitted to the points where they are dense
     input_mode: str = "AUTO"
     use_modifiers: bool = True
     image: str = ""  # the name of an image chosen in the panel (no image empty)
@@ -47,6 +48,7 @@ class Recipe:
             "resolution": self.resolution,
             "refine_steps": self.refine_steps,
             "simplify_faces": self.simplify_faces or None,
+            "fit_points": self.fit_points,
             "tau": tau,
             "seed": self.seed,
             "keep_field": True,

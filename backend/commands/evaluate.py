@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .reconstruct import add_fit_argument
+
 if TYPE_CHECKING:
     from ..evaluation import EvalSettings
 
@@ -43,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--views", type=int, default=0, help="point clouds: a partial scan from this many viewpoints (0: all)"
     )
+    add_fit_argument(p)
     p.add_argument(
         "--source",
         default="procedural",
@@ -168,6 +171,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         points=args.points,
         noise=args.noise,
         views=args.views,
+        fit_points=args.fit,
     )
 
 

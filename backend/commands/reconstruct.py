@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engine.types import InputError, MeshResult, ProgressFn, ReconstructOptions
 
-STAGE_ORDER = ("encode", "evaluate", "marching_cubes", "simplify", "refine", "normals")
+STAGE_ORDER = ("encode", "evaluate", "marching_cubes", "simplify", "refine", "fit", "normals")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,11 +38,21 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", type=int, default=0, metavar="N", help="gradient refinement steps (default 0)")
     p.add_argument("--simplify", type=int, metavar="F", help="simplify to about F faces")
     p.add_argument("--normals", action="store_true", help="write vertex normals from the field's gradient")
+    add_fit_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed for subsampling, sampling and refinement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--half", action="store_true", help="half precision network evaluation (CUDA only)")
     p.add_argument(
         "--weights-dir", type=Path, help="folder of *.safetensors models (default: the shipped weights)"
+    )
+
+
+def add_fit_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-fit",
+        dest="fit",
+        action="store_false",
+        help="point clouds: keep the network's surface, not fitted to the points where they are dense",
     )
 
 
@@ -53,6 +63,7 @@ def options_from(args: argparse.Namespace) -> ReconstructOptions:
         refine_steps=args.refine,
         simplify_faces=args.simplify,
         normals=args.normals,
+        fit_points=args.fit,
         keep_field=False,
         seed=args.seed,
     )

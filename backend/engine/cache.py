@@ -14,6 +14,8 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 from .field import Field
 from .grid import Grid
 from .lattice import LatticeValues
@@ -30,10 +32,12 @@ class CachedField:
     options: ReconstructOptions
     model: str  # the model's name or path, for logs
     warnings: list[str] = dataclasses.field(default_factory=list)  # from preparing the observation
+    points: np.ndarray | None = None  # a point cloud, for fitting each re-extraction's surface to it
 
     @property
     def nbytes(self) -> int:
-        return self.values.nbytes + self.field.nbytes
+        own = 0 if self.points is None else self.points.nbytes
+        return self.values.nbytes + self.field.nbytes + own
 
 
 class FieldCache:

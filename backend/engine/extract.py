@@ -13,6 +13,7 @@ import numpy as np
 
 from ..limits import MAX_REFINE_STEPS
 from .field import Field
+from .fit import fit_to_points
 from .grid import Grid
 from .lattice import LatticeValues
 from .marching import march_surface_cells
@@ -45,6 +46,8 @@ def check_options(options: ReconstructOptions) -> None:
     target = options.simplify_faces
     if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 4):
         raise InputError(f"simplify_faces must be an integer of at least 4 (or None), got {target!r}")
+    if not isinstance(options.fit_points, bool):
+        raise InputError(f"fit_points must be true or false, got {options.fit_points!r}")
     check_seed(options.seed)
 
 
@@ -74,8 +77,11 @@ def extract_mesh(
     options: ReconstructOptions,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    points: np.ndarray | None = None,
 ) -> MeshResult:
-    """Extract the surface {sigmoid(logits) = tau} and map it into ``frame``."""
+    """Extract the surface {sigmoid(logits) = tau} and map it into ``frame``; ``points``: the
+    point cloud the field was encoded from (normalised frame), which ``options.fit_points`` fits
+    the surface to."""
     report = progress or _noop_progress
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -135,6 +141,13 @@ def extract_mesh(
             )
             t3 = time.perf_counter()
             timings["refine"] = t3 - t2
+            t2 = t3
+        if points is not None and options.fit_points:
+            report("fit", 0.0)
+            vertices = fit_to_points(vertices, faces, points)
+            report("fit", 1.0)
+            t3 = time.perf_counter()
+            timings["fit"] = t3 - t2
             t2 = t3
     normals = None
     if options.normals:

@@ -70,6 +70,9 @@ class Prepared:
     inputs: torch.Tensor | None
     frame: UserFrame
     warnings: list[str]
+    points: np.ndarray | None = (
+        None  # a point cloud as the model reads it (normalised): what the surface is fitted to
+    )
 
 
 def _as_array(value: object, name: str) -> np.ndarray:
@@ -178,7 +181,7 @@ def prepare_points(points: object, max_points: int | None, seed: int = 0) -> Pre
         warnings.append(f"used {max_points} of the points (the model was trained on {max_points})")
     frame = UserFrame(center, extent)
     unit = frame.to_unit(arr)
-    return Prepared(torch.from_numpy(unit)[None], frame, warnings)
+    return Prepared(torch.from_numpy(unit)[None], frame, warnings, points=unit)
 
 
 def _voxel_bounds(bounds: object | None) -> np.ndarray:

@@ -212,7 +212,15 @@ class Reconstructor:
         tau = check_tau(tau)
         try:
             result = extract_mesh(
-                entry.field, entry.values, entry.grid, entry.frame, tau, entry.options, progress, cancel
+                entry.field,
+                entry.values,
+                entry.grid,
+                entry.frame,
+                tau,
+                entry.options,
+                progress,
+                cancel,
+                entry.points,
             )
         finally:
             self.cache.shrink(keep=field_id)  # the store may have grown, even when cancelled
@@ -261,7 +269,8 @@ class Reconstructor:
             raise Cancelled("cancelled")
         tau = float(meta.tau) if tau is None else tau
         values = LatticeValues(grid.resolution + 1)
-        result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel)
+        points = prepared.points
+        result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
         result.timings = {
             "encode": encode_time,
             **result.timings,
@@ -269,7 +278,9 @@ class Reconstructor:
         }
         result.warnings[:0] = prepared.warnings
         if options.keep_field:
-            entry = CachedField(field, values, grid, prepared.frame, options, model, list(prepared.warnings))
+            entry = CachedField(
+                field, values, grid, prepared.frame, options, model, list(prepared.warnings), points
+            )
             result.field_id = self.cache.add(entry)
             if result.field_id is None:
                 result.warnings.append(

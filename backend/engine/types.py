@@ -13,7 +13,7 @@ import numpy as np
 from ..wire.constants import Kind
 
 # progress(stage, fraction in [0, 1]); stages: "encode", "evaluate", "marching_cubes", "simplify", "refine",
-# "normals" (in that order; only the stages that run are reported)
+# "fit", "normals" (in that order; only the stages that run are reported)
 ProgressFn = Callable[[str, float], None]
 # cancel() -> True when the caller wants the work to stop; polled between chunks of work
 CancelFn = Callable[[], bool]
@@ -64,6 +64,7 @@ class ReconstructOptions:
     refine_steps: int = 0  # gradient refinement iterations (0 = off)
     simplify_faces: int | None = None  # target face count for quadric simplification (None = off)
     normals: bool = False  # vertex normals from the field's gradient
+    fit_points: bool = True  # point clouds: move the surface onto the scan where it is dense (fit.py)
     keep_field: bool = True  # cache the field for later re-extraction at another tau
     seed: int = 0  # for sampling / refinement randomness
 

@@ -173,7 +173,7 @@ def test_progress_reports_each_stage_in_order(engine: Reconstructor) -> None:
         progress=lambda stage, fraction: calls.append((stage, fraction)),
     )
     stages = list(dict.fromkeys(s for s, _ in calls))
-    assert stages == ["encode", "evaluate", "marching_cubes", "normals"]
+    assert stages == ["encode", "evaluate", "marching_cubes", "fit", "normals"]
     for stage in stages:
         fractions = [f for s, f in calls if s == stage]
         assert fractions == sorted(fractions) and fractions[0] >= 0 and fractions[-1] == 1.0
@@ -206,6 +206,7 @@ def test_cancel_stops_the_work_and_keeps_nothing(engine: Reconstructor) -> None:
         (ReconstructOptions(resolution=1024), "resolution"),
         (ReconstructOptions(refine_steps=-1), "refine_steps"),
         (ReconstructOptions(simplify_faces=2), "simplify_faces"),
+        (ReconstructOptions(fit_points="yes"), "fit_points"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_options_are_refused(engine: Reconstructor, options: ReconstructOptions, message: str) -> None:

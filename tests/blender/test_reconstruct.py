@@ -8,6 +8,7 @@ test_overlap.py.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -266,6 +267,20 @@ def test_threshold_reextracts_and_matches_a_fresh_reconstruction(addon: ModuleTy
     fresh_vertices, fresh_faces = mesh_arrays(fresh)
     assert fresh_vertices.shape == after[0].shape and np.array_equal(fresh_faces, after[1])
     assert np.allclose(fresh_vertices, after[0], atol=1e-5)
+
+
+def test_fit_to_points_travels_with_the_recipe(addon: ModuleType) -> None:
+    """The option reaches the backend (which refuses unknown options) and stays with the result,
+    so that a threshold change re-extracts the same way."""
+    import_chair(transform=False)
+    fitted = reconstruct()
+    assert json.loads(fitted.occupancy.recipe)["fit_points"] is True
+    bpy.context.view_layer.objects.active = bpy.data.objects["chair_points"]
+    plain = reconstruct(fit_points=False)
+    assert json.loads(plain.occupancy.recipe)["fit_points"] is False
+    plain.occupancy.threshold = 0.45
+    assert plain.occupancy.applied_threshold == pytest.approx(0.45)
+    assert json.loads(plain.occupancy.recipe)["fit_points"] is False
 
 
 def test_threshold_operator_and_stored_tau(addon: ModuleType) -> None:

@@ -187,6 +187,7 @@ def modal_operator(addon: ModuleType, **properties: Any) -> SimpleNamespace:
         "resolution": 32,
         "refine_steps": 0,
         "simplify_faces": 0,
+        "fit_points": True,
         "threshold": 0.0,
     }
     reports: list[tuple[str, str]] = []
