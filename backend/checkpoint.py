@@ -236,5 +236,6 @@ def _check_sizes(path: Path, config: ModelConfig) -> None:
 
 
 def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Path]:
-    """Name -> path of every model file in the weights folder."""
-    return {p.stem: p for p in sorted(weights_dir.glob("*.safetensors"))}
+    """Name -> path of every model file in the weights folder, by name: a kind's own model
+    (``pointcloud``) comes before its variants (``pointcloud-sparse``), so it is the default."""
+    return {p.stem: p for p in sorted(weights_dir.glob("*.safetensors"), key=lambda p: p.stem)}

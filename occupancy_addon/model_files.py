@@ -96,7 +96,8 @@ def list_models(weights_dir: Path, checkpoints: list[str]) -> tuple[list[ModelFi
 
     Returns the readable models and one message per file that could not be read.
     """
-    paths = sorted(weights_dir.glob("*.safetensors")) if weights_dir.is_dir() else []
+    # by name (not file name): a kind's own model comes before its variants, so Automatic takes it
+    paths = sorted(weights_dir.glob("*.safetensors"), key=lambda p: p.stem) if weights_dir.is_dir() else []
     shipped, problems = _read_all([str(p) for p in paths], shipped=True)
     users, user_problems = list_checkpoints(checkpoints)
     return shipped + users, problems + user_problems

@@ -58,21 +58,26 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
 def test_listing_and_picking(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()
+    fake_model(weights / "pointcloud-sparse.safetensors", "pointcloud")  # a variant of the kind
     fake_model(weights / "pointcloud.safetensors", "pointcloud")
     fake_model(weights / "voxels.safetensors", "voxels")
     (weights / "broken.safetensors").write_bytes(b"")
     own = fake_model(tmp_path / "mine.safetensors", "pointcloud")
     models, problems = list_models(weights, [str(own), "  "])
-    assert [m.name for m in models] == ["pointcloud", "voxels", str(own)]
+    assert [m.name for m in models] == ["pointcloud", "pointcloud-sparse", "voxels", str(own)]
     assert len(problems) == 1 and "broken.safetensors" in problems[0]
 
-    assert pick_model(models, "", "pointcloud").name == "pointcloud"  # the first of the kind
+    # the first of the kind by name: the kind's own model, not the variant whose file sorts first
+    assert pick_model(models, "", "pointcloud").name == "pointcloud"
+    assert pick_model(models, "pointcloud-sparse", "pointcloud").name == "pointcloud-sparse"
     assert pick_model(models, str(own), "pointcloud").path == own
     with pytest.raises(ModelFileError, match="no image model is installed: add a checkpoint file"):
         pick_model(models, "", "image")
     with pytest.raises(ModelFileError, match="takes voxels input, not point cloud"):
         pick_model(models, "voxels", "pointcloud")
-    with pytest.raises(ModelFileError, match=r"no model named 'chair' \(available: pointcloud, voxels"):
+    with pytest.raises(
+        ModelFileError, match=r"no model named 'chair' \(available: pointcloud, pointcloud-sparse, voxels"
+    ):
         pick_model(models, "chair", "pointcloud")
     with pytest.raises(ModelFileError, match="model file not found"):
         pick_model(models, str(tmp_path / "gone.safetensors"), "pointcloud")

@@ -16,6 +16,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from backend.commands.reconstruct import default_model
 from backend.engine.field import NetworkField
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import Cancelled, InputError, MeshResult, Observation, ReconstructOptions
@@ -63,14 +64,18 @@ def test_models_lists_the_weights_folder_and_skips_broken_files(engine_weights: 
     folder = tmp_path / "weights"
     shutil.copytree(engine_weights, folder)
     (folder / "broken.safetensors").write_bytes(b"not a model")
-    infos = Reconstructor(device="cpu", weights_dir=folder).models()
+    shutil.copy(folder / "points.safetensors", folder / "points-sparse.safetensors")  # a variant
+    engine = Reconstructor(device="cpu", weights_dir=folder)
+    infos = engine.models()
     assert [(m.name, m.kind) for m in infos] == [
         ("image", "image"),
         ("points", "pointcloud"),
+        ("points-sparse", "pointcloud"),
         ("prior", "unconditional"),
         ("voxels", "voxels"),
     ]
     assert all(m.tau == 0.5 and Path(m.path).is_file() for m in infos)
+    assert default_model(engine, "pointcloud") == "points"  # by name: the variant's file sorts first
 
 
 def test_a_point_cloud_becomes_a_closed_mesh_where_the_points_are(engine: Reconstructor) -> None:
