@@ -69,8 +69,8 @@ def test_demo_script_reconstructs_exports_and_renders(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "installed and enabled bl_ext.user_default.occupancy_reconstruct" in done.stdout
     assert f"Backend {backend.__version__} runs with {sys.executable}" in done.stdout
-    assert "imported chair_points.ply: 3,000 points" in done.stdout
-    assert "reconstructed 'chair_points.occupancy' in " in done.stdout
+    assert "imported chair_scan.ply: 20,000 points" in done.stdout
+    assert "reconstructed 'chair_scan.occupancy' in " in done.stdout
     mesh, image = tmp_path / "chair.obj", tmp_path / "chair.png"
     assert f"wrote mesh {mesh}" in done.stdout and f"wrote preview {image}" in done.stdout
     faces = sum(line.startswith("f ") for line in mesh.read_text().splitlines())
