@@ -5,9 +5,8 @@ Each limit is checked before anything of that size is allocated, against what a 
 header is refused for the price of reading the header. The README's limits table lists these.
 
 The limits the add-on must know too (a cloud's points, a model file's header, the wire's frame
-header and payload) live in
-``backend/wire/``, because the add-on loads the wire package by path and cannot import this
-module; they are re-exported here so that the list is complete.
+header and payload) live in ``backend/wire/``, because the add-on loads the wire package by path
+and cannot import this module; they are re-exported here so that the list is complete.
 """
 
 from __future__ import annotations

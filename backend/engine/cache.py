@@ -14,9 +14,8 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
-
 from .field import Field
+from .fit import Scan
 from .grid import Grid
 from .lattice import LatticeValues
 from .observation import UserFrame
@@ -32,7 +31,7 @@ class CachedField:
     options: ReconstructOptions
     model: str  # the model's name or path, for logs
     warnings: list[str] = dataclasses.field(default_factory=list)  # from preparing the observation
-    points: np.ndarray | None = None  # a point cloud, for fitting each re-extraction's surface to it
+    points: Scan | None = None  # a point cloud, for fitting each re-extraction's surface to it
 
     @property
     def nbytes(self) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..limits import MAX_REFINE_STEPS
 from .field import Field
-from .fit import fit_to_points
+from .fit import Scan, fit_to_points
 from .grid import Grid
 from .lattice import LatticeValues
 from .marching import march_surface_cells
@@ -77,7 +77,7 @@ def extract_mesh(
     options: ReconstructOptions,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    points: np.ndarray | None = None,
+    points: Scan | None = None,
 ) -> MeshResult:
     """Extract the surface {sigmoid(logits) = tau} and map it into ``frame``; ``points``: the
     point cloud the field was encoded from (normalised frame), which ``options.fit_points`` fits

@@ -70,9 +70,8 @@ class Prepared:
     inputs: torch.Tensor | None
     frame: UserFrame
     warnings: list[str]
-    points: np.ndarray | None = (
-        None  # a point cloud as the model reads it (normalised): what the surface is fitted to
-    )
+    # a point cloud as the model reads it (normalised): what the surface is fitted to
+    points: np.ndarray | None = None
 
 
 def _as_array(value: object, name: str) -> np.ndarray:

@@ -24,6 +24,7 @@ from ..models import OccupancyNetwork
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
 from .field import NetworkField
+from .fit import Scan
 from .grid import Grid, check_resolution
 from .lattice import LatticeValues
 from .marching import triangle_counts
@@ -269,7 +270,7 @@ class Reconstructor:
             raise Cancelled("cancelled")
         tau = float(meta.tau) if tau is None else tau
         values = LatticeValues(grid.resolution + 1)
-        points = prepared.points
+        points = None if prepared.points is None else Scan(prepared.points)
         result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
         result.timings = {
             "encode": encode_time,

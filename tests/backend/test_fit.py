@@ -10,7 +10,7 @@ import trimesh
 
 from backend.engine.extract import extract_mesh
 from backend.engine.field import FunctionField
-from backend.engine.fit import MIN_POINTS, RADIUS, fit_to_points, ring_mean, vertex_normals
+from backend.engine.fit import MIN_POINTS, RADIUS, Scan, fit_to_points, ring_mean, vertex_normals
 from backend.engine.grid import Grid
 from backend.engine.lattice import LatticeValues
 from backend.engine.observation import UserFrame
@@ -45,7 +45,7 @@ def test_normals_point_out_and_the_ring_mean_keeps_constants() -> None:
 def test_a_dense_scan_pulls_the_surface_onto_itself() -> None:
     vertices, faces = sphere_mesh(0.30)
     points = sphere_points(0.31, 30_000, noise=0.003)
-    fitted = fit_to_points(vertices, faces, points)
+    fitted = fit_to_points(vertices, faces, Scan(points))
     before = np.abs(np.linalg.norm(vertices, axis=1) - 0.31)
     after = np.abs(np.linalg.norm(fitted, axis=1) - 0.31)
     assert before.mean() > 0.0099 and after.mean() < 0.0015  # noise 0.003 averaged out
@@ -56,15 +56,15 @@ def test_where_the_scan_has_no_points_the_network_decides() -> None:
     vertices, faces = sphere_mesh(0.30)
     points = sphere_points(0.31, 30_000)
     points = points[points[:, 2] > 0.1]  # a scan from above: the underside is missing
-    fitted = fit_to_points(vertices, faces, points)
+    fitted = fit_to_points(vertices, faces, Scan(points))
     far_below = vertices[:, 2] < 0.1 - RADIUS - 0.05  # beyond the evidence and the smoothing
     np.testing.assert_array_equal(fitted[far_below], vertices[far_below])
     above = vertices[:, 2] > 0.15
     assert np.abs(np.linalg.norm(fitted[above], axis=1) - 0.31).max() < 0.002
     # a sparse cloud (fewer than MIN_POINTS near any vertex) leaves the mesh as it is
     sparse = sphere_points(0.31, 60)
-    assert np.array_equal(fit_to_points(vertices, faces, sparse), vertices)
-    assert np.array_equal(fit_to_points(vertices, faces, points[: MIN_POINTS - 1]), vertices)
+    assert np.array_equal(fit_to_points(vertices, faces, Scan(sparse)), vertices)
+    assert np.array_equal(fit_to_points(vertices, faces, Scan(points[: MIN_POINTS - 1])), vertices)
 
 
 def test_a_thin_wall_keeps_its_thickness() -> None:
@@ -77,7 +77,7 @@ def test_a_thin_wall_keeps_its_thickness() -> None:
     points = np.concatenate(
         [np.c_[xy[:20_000], np.full(20_000, 0.0075)], np.c_[xy[20_000:], np.full(20_000, -0.0075)]]
     ).astype(np.float32)
-    fitted = fit_to_points(vertices, faces, points)
+    fitted = fit_to_points(vertices, faces, Scan(points))
     inner = (np.abs(vertices[:, :2]) < 0.25).all(axis=1)
     assert np.abs(np.abs(fitted[inner, 2]) - 0.0075).max() < 0.001
 
@@ -89,7 +89,13 @@ def test_extraction_fits_point_clouds_only_when_asked() -> None:
         field = FunctionField(lambda p: 200.0 * (0.3 - p.norm(dim=-1)))  # a sphere of radius 0.3
         options = ReconstructOptions(tau=0.5, resolution=64, fit_points=fit)
         result = extract_mesh(
-            field, LatticeValues(65), Grid(64), UserFrame.identity(), 0.5, options, points=cloud
+            field,
+            LatticeValues(65),
+            Grid(64),
+            UserFrame.identity(),
+            0.5,
+            options,
+            points=None if cloud is None else Scan(cloud),
         )
         assert ("fit" in result.timings) == (fit and cloud is not None)
         return np.linalg.norm(result.vertices, axis=1)
