@@ -37,6 +37,7 @@ from .wire.model_header import (
     ForeignModelError,
     FormatVersionError,
     NotSafetensorsError,
+    automatic_points,
     read_model_header,
 )
 
@@ -70,6 +71,7 @@ class ModelMeta:
     config: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # steps, wall time, data
+    automatic_points: list[int] | None = None  # [low, high): see wire.automatic_points
 
     def model_config(self) -> ModelConfig:
         return _build(ModelConfig, self.config, "model")
@@ -135,6 +137,10 @@ def read_meta(path: str | Path) -> ModelMeta:
         )
     if not isinstance(meta.training, dict) or not isinstance(meta.metrics, dict):
         raise CheckpointError(f"{path} has invalid metadata: 'training' and 'metrics' must be objects")
+    try:
+        automatic_points(fields)
+    except ValueError as e:
+        raise CheckpointError(f"{path} has invalid metadata: {e}") from None
     if not (isinstance(meta.tau, float | int) and 0 < meta.tau < 1 and math.isfinite(meta.tau)):
         raise CheckpointError(f"{path} stores an invalid threshold tau={meta.tau!r}")
     return meta

@@ -37,6 +37,7 @@ class ModelFile:
     tau: float
     path: Path
     shipped: bool
+    automatic_points: tuple[int, int] | None = None  # cloud sizes Automatic takes it for
 
     @property
     def label(self) -> str:
@@ -52,6 +53,7 @@ def read_model_file(path: Path, shipped: bool = False) -> ModelFile:
     try:
         meta = wire.read_model_header(path)
         kind, tau = str(meta["kind"]), float(meta["tau"])
+        span = wire.automatic_points(meta)
     except wire.ForeignModelError:
         raise ModelFileError(f"{path.name} is not an Occupancy Reconstruct model file") from None
     except wire.FormatVersionError as error:
@@ -60,7 +62,7 @@ def read_model_file(path: Path, shipped: bool = False) -> ModelFile:
         raise ModelFileError(f"{path.name} is not a readable model file ({error})") from None
     if kind not in KINDS:
         raise ModelFileError(f"{path.name} is a model of unknown kind {kind!r}")
-    return ModelFile(path.stem if shipped else str(path), kind, tau, path, shipped)
+    return ModelFile(path.stem if shipped else str(path), kind, tau, path, shipped, span)
 
 
 def points_used(model: ModelFile, count: int) -> int:
@@ -110,11 +112,17 @@ def list_checkpoints(checkpoints: list[str]) -> tuple[list[ModelFile], list[str]
 
 def from_ready(weights_dir: Path, reported: list[dict[str, object]]) -> list[ModelFile]:
     """The shipped models as the running backend reported them in its ``ready`` message."""
+    wire = load_protocol()
     models = []
     for entry in reported:
         name, kind, tau = str(entry.get("name")), str(entry.get("kind")), entry.get("tau")
+        try:
+            span = wire.automatic_points(entry)
+        except ValueError:
+            span = None  # a malformed range only costs the automatic choice, not the model
         if kind in KINDS and isinstance(tau, int | float):
-            models.append(ModelFile(name, kind, float(tau), weights_dir / f"{name}.safetensors", True))
+            path = weights_dir / f"{name}.safetensors"
+            models.append(ModelFile(name, kind, float(tau), path, True, span))
     return models
 
 
@@ -129,8 +137,9 @@ def _read_all(paths: list[str], shipped: bool) -> tuple[list[ModelFile], list[st
     return found, problems
 
 
-def pick_model(models: list[ModelFile], choice: str, kind: str) -> ModelFile:
-    """The model to use for ``kind``: ``choice`` (a name or path; empty = the first of that kind).
+def pick_model(models: list[ModelFile], choice: str, kind: str, count: int | None = None) -> ModelFile:
+    """The model to use for ``kind``: ``choice`` (a name or path), or when it is empty Automatic's
+    model for a cloud of ``count`` points (the backend's rule, ``wire.pick_automatic``).
 
     Raises ModelFileError with a message that says what is missing and how to add it.
     """
@@ -148,7 +157,7 @@ def pick_model(models: list[ModelFile], choice: str, kind: str) -> ModelFile:
                 f"model {found.label} takes {KIND_LABELS[found.kind]} input, not {KIND_LABELS[kind]}"
             )
         return found
-    found = next((m for m in models if m.kind == kind), None)
+    found = load_protocol().pick_automatic(models, kind, count)
     if found is None:
         raise ModelFileError(
             f"no {KIND_LABELS[kind]} model is installed: add a checkpoint file in the add-on "

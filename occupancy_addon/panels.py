@@ -118,7 +118,7 @@ class OCC_PT_reconstruct(_SidebarTab, bpy.types.Panel):
                 settings.image,
                 drawing=True,
             )
-            model = choose_model(context, settings.model, choice.kind)
+            model = choose_model(context, settings.model, choice.kind, choice.count or None)
         except UserError as error:
             column = box.column(align=True)
             for index, line in enumerate(_wrap(error.message, 48)):

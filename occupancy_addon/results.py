@@ -93,10 +93,11 @@ def check_options(resolution: int, refine_steps: int, simplify_faces: int, thres
         raise UserError(f"Threshold must lie in (0, 1), or be 0 for the model's own, got {threshold}")
 
 
-def choose_model(context: bpy.types.Context, choice: str, kind: str) -> ModelFile:
+def choose_model(context: bpy.types.Context, choice: str, kind: str, count: int | None = None) -> ModelFile:
+    """The chosen model, or Automatic's for an input of ``kind`` (a cloud of ``count`` points)."""
     models, _ = settings.available_models(context)
     try:
-        return pick_model(models, "" if choice == "AUTO" else choice, kind)
+        return pick_model(models, "" if choice == "AUTO" else choice, kind, count)
     except ModelFileError as error:
         raise UserError(f"Model missing: {error}") from None
 
@@ -109,7 +110,7 @@ def plan_reconstruction(
 ) -> Plan:
     """Detect and read the input, pick the model; UserError says what is wrong."""
     choice = scene_inputs.detect(context, obj, recipe.input_mode, recipe.use_modifiers, chosen_image)
-    model = choose_model(context, recipe.model, choice.kind)
+    model = choose_model(context, recipe.model, choice.kind, choice.count or None)
     data = scene_inputs.read(context, choice, recipe.use_modifiers)
     recipe.kind, recipe.model = model.kind, model.name
     if choice.obj is None and choice.image is not None:

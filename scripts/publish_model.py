@@ -64,6 +64,14 @@ def _started_from_lines(training: dict[str, Any]) -> list[str]:
     ]
 
 
+def _automatic_lines(meta: Any) -> list[str]:
+    if meta.automatic_points is None:
+        return []
+    low, high = meta.automatic_points
+    span = f"clouds of {low:,} to {high - 1:,} points"
+    return [f"- Automatic takes it for {span}, ahead of the kind's general model."]
+
+
 def model_card(
     name: str,
     meta: Any,
@@ -96,6 +104,7 @@ def model_card(
         f"- Parameters: {n_params / 1e6:.2f} M; file: {size_mb:.1f} MB (float16 safetensors).",
         f"- Threshold tau = **{meta.tau}**, chosen on the validation set"
         " (IoU on 20k uniform points per shape, for tau in 0.1..0.9).",
+        *_automatic_lines(meta),
         "",
         "## Data",
         "",
@@ -170,10 +179,23 @@ def main() -> int:
         default="",
         help="the training command(s) for the card, in markdown (default: train configs/NAME.toml)",
     )
+    parser.add_argument(
+        "--automatic-points",
+        type=int,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="point-cloud models: Automatic takes this model for clouds of LOW to HIGH-1 points, ahead "
+        "of the kind's general model (for a sparse model that measured better there)",
+    )
     args = parser.parse_args()
 
     model, meta = load_checkpoint(args.run / "best.safetensors")
     meta.name = args.name
+    if args.automatic_points is not None:
+        low, high = args.automatic_points
+        if not 0 <= low < high:
+            parser.error(f"--automatic-points needs 0 <= LOW < HIGH, got {low} {high}")
+        meta.automatic_points = [low, high]
     evaluations = [json.loads(path.read_text()) for path in args.eval]
     if evaluations:
         meta.metrics["test"] = evaluations[0].get("mean", {})

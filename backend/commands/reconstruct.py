@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.types import InputError, MeshResult, ProgressFn, ReconstructOptions
+from ..wire.model_header import pick_automatic
 
 STAGE_ORDER = ("encode", "evaluate", "marching_cubes", "simplify", "refine", "fit", "normals")
 
@@ -122,11 +123,15 @@ def run_engine(args: argparse.Namespace, call: Callable[[Any, ProgressBar], Mesh
     return 0
 
 
-def default_model(engine: Any, kind: str) -> str:
-    for info in engine.models():
-        if info.kind == kind:
-            return str(info.name)
-    raise InputError(f"no {kind} model is installed in {engine.weights_dir}; pass --model FILE.safetensors")
+def default_model(engine: Any, kind: str, count: int | None = None) -> str:
+    """The installed model Automatic takes for ``kind`` (a cloud of ``count`` points: see
+    ``wire.pick_automatic``)."""
+    info = pick_automatic(engine.models(), kind, count)
+    if info is None:
+        raise InputError(
+            f"no {kind} model is installed in {engine.weights_dir}; pass --model FILE.safetensors"
+        )
+    return str(info.name)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -172,7 +177,8 @@ def reconstruct_file(
     if output.resolve() == source.resolve():
         raise InputError("the output would overwrite the input; choose another output file")
     observation = read_observation(source, bounds, mask)
-    model = model or default_model(engine, observed_kind(observation).name)
+    count = None if observation.points is None else len(observation.points)
+    model = model or default_model(engine, observed_kind(observation).name, count)
     return engine.reconstruct(model, observation, options, progress=progress)
 
 

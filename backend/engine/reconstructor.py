@@ -103,7 +103,9 @@ class Reconstructor:
             except CheckpointError as e:
                 log.warning("skipping %s: %s", path, e)
                 continue
-            infos.append(ModelInfo(name, meta.kind, float(meta.tau), str(path)))
+            low_high = meta.automatic_points  # checked by read_meta
+            span = None if low_high is None else (low_high[0], low_high[1])
+            infos.append(ModelInfo(name, meta.kind, float(meta.tau), str(path), span))
         return infos
 
     def _path_of(self, model: str) -> Path:

@@ -91,3 +91,4 @@ class ModelInfo:
     kind: Kind
     tau: float  # the model's threshold (cross-validated on held-out shapes)
     path: str
+    automatic_points: tuple[int, int] | None = None  # cloud sizes Automatic takes it for

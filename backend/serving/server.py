@@ -104,6 +104,14 @@ def reconstructor_loader(
     return load
 
 
+def _model_entry(model: ModelInfo) -> dict[str, Any]:
+    """A model in the ``ready`` message: what the add-on lists and Automatic chooses by."""
+    entry: dict[str, Any] = {"name": model.name, "kind": model.kind, "tau": model.tau}
+    if model.automatic_points is not None:
+        entry["automatic_points"] = list(model.automatic_points)
+    return entry
+
+
 def free_device_cache() -> None:
     """After running out of memory: hand cached allocator blocks back to the device."""
     gc.collect()
@@ -223,7 +231,7 @@ class Server:
             "protocol_version": PROTOCOL_VERSION,
             "backend_version": __version__,
             "device": str(getattr(engine, "device", "unknown")),
-            "models": [{"name": m.name, "kind": m.kind, "tau": m.tau} for m in models],
+            "models": [_model_entry(m) for m in models],
             "pid": os.getpid(),
             "max_payload_bytes": self._max_payload_bytes,
         }

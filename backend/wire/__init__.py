@@ -43,6 +43,8 @@ from .model_header import (
     FormatVersionError,
     ModelHeaderError,
     NotSafetensorsError,
+    automatic_points,
+    pick_automatic,
     point_budget,
     read_model_header,
 )
@@ -122,6 +124,8 @@ __all__ = [
     "encode",
     "encode_frame",
     "frame_bytes",
+    "automatic_points",
+    "pick_automatic",
     "point_budget",
     "read_model_header",
     "validate",

@@ -9,8 +9,9 @@ the format checks live here once; each side words its own messages from the erro
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 FORMAT = "occupancy-reconstruct"
 FORMAT_VERSION = 1
@@ -80,3 +81,45 @@ def point_budget(meta: dict[str, Any]) -> int | None:
     if isinstance(n_max, int) and n_max > 0:
         return None
     return n if isinstance(n, int) and n > 0 else DEFAULT_TRAINING_POINTS
+
+
+def automatic_points(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """The cloud sizes [low, high) for which Automatic takes this point-cloud model ahead of its
+    kind's general model, or None (a general model). A sparse model that beats the dense one on
+    few points says so here, from its own measurements (its card). ValueError when malformed."""
+    span = meta.get("automatic_points")
+    if span is None:
+        return None
+    if not (
+        isinstance(span, list)
+        and len(span) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+        and 0 <= span[0] < span[1]
+    ):
+        raise ValueError(f"'automatic_points' must be [low, high) with 0 <= low < high, got {span!r}")
+    return int(span[0]), int(span[1])
+
+
+class _Offered(Protocol):
+    kind: str
+    automatic_points: tuple[int, int] | None
+
+
+M = TypeVar("M", bound=_Offered)
+
+
+def pick_automatic(models: Sequence[M], kind: str, count: int | None = None) -> M | None:
+    """Automatic's model for an input of ``kind`` with ``count`` points (None: not a cloud).
+
+    The first model, in listing order, whose ``automatic_points`` holds ``count``; otherwise the
+    first general model of the kind (one that names no range); otherwise the kind's first model.
+    The backend's CLI and the add-on both choose with this, so they agree.
+    """
+    of_kind = [m for m in models if m.kind == kind]
+    if count is not None:
+        for m in of_kind:
+            span = m.automatic_points
+            if span is not None and span[0] <= count < span[1]:
+                return m
+    general = [m for m in of_kind if m.automatic_points is None]
+    return next(iter(general or of_kind), None)

@@ -121,7 +121,7 @@ SCHEMAS: dict[str, MessageSpec] = {
             "protocol_version": FieldRule(("int",), True),
             "backend_version": FieldRule(("str",), True),
             "device": FieldRule(("str",), True),
-            "models": FieldRule(("list",), True),  # [{"name", "kind", "tau"}, ...]
+            "models": FieldRule(("list",), True),  # [{"name", "kind", "tau"[, "automatic_points"]}, ...]
             "pid": FieldRule(("int",), True),
             "max_payload_bytes": FieldRule(("int",), True),
         },

@@ -19,10 +19,15 @@ from occupancy_addon.model_files import (
 
 
 def fake_model(
-    path: Path, kind: str, tau: float = 0.3, fmt: str = "occupancy-reconstruct", version: str = "1"
+    path: Path,
+    kind: str,
+    tau: float = 0.3,
+    fmt: str = "occupancy-reconstruct",
+    version: str = "1",
+    automatic_points: object = None,
 ) -> Path:
     """A file with a real safetensors header (no tensors): all the add-on ever reads."""
-    meta = {"name": path.stem, "kind": kind, "tau": tau, "config": {}}
+    meta = {"name": path.stem, "kind": kind, "tau": tau, "config": {}, "automatic_points": automatic_points}
     info = {"format": fmt, "format_version": version, "meta": json.dumps(meta)}
     header = json.dumps({"__metadata__": info})
     path.write_bytes(struct.pack("<Q", len(header)) + header.encode())
@@ -53,12 +58,15 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
         read_model_file(fake_model(tmp_path / "mesh.safetensors", "mesh"))
     with pytest.raises(ModelFileError, match="newer.safetensors has model format version 99, this build"):
         read_model_file(fake_model(tmp_path / "newer.safetensors", "pointcloud", version="99"))
+    for span in ([500, 0], [0], "0-500", [0.0, 500.0], [True, 500]):
+        with pytest.raises(ModelFileError, match=r"'automatic_points' must be \[low, high\)"):
+            read_model_file(fake_model(tmp_path / "span.safetensors", "pointcloud", automatic_points=span))
 
 
 def test_listing_and_picking(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()
-    fake_model(weights / "pointcloud-sparse.safetensors", "pointcloud")  # a variant of the kind
+    fake_model(weights / "pointcloud-sparse.safetensors", "pointcloud", automatic_points=[0, 500])
     fake_model(weights / "pointcloud.safetensors", "pointcloud")
     fake_model(weights / "voxels.safetensors", "voxels")
     (weights / "broken.safetensors").write_bytes(b"")
@@ -70,6 +78,11 @@ def test_listing_and_picking(tmp_path: Path) -> None:
     # the first of the kind by name: the kind's own model, not the variant whose file sorts first
     assert pick_model(models, "", "pointcloud").name == "pointcloud"
     assert pick_model(models, "pointcloud-sparse", "pointcloud").name == "pointcloud-sparse"
+    # Automatic takes the sparse variant only for the cloud sizes its header names
+    assert models[1].automatic_points == (0, 500)
+    assert pick_model(models, "", "pointcloud", 300).name == "pointcloud-sparse"
+    assert pick_model(models, "", "pointcloud", 500).name == "pointcloud"
+    assert pick_model(models, "pointcloud", "pointcloud", 300).name == "pointcloud"  # a choice stands
     assert pick_model(models, str(own), "pointcloud").path == own
     with pytest.raises(ModelFileError, match="no image model is installed: add a checkpoint file"):
         pick_model(models, "", "image")
@@ -95,8 +108,11 @@ def test_models_as_the_backend_reports_them(tmp_path: Path) -> None:
     reported = [
         {"name": "pointcloud", "kind": "pointcloud", "tau": 0.4},
         {"name": "odd", "kind": "mesh", "tau": 0.5},
+        {"name": "sparse", "kind": "pointcloud", "tau": 0.3, "automatic_points": [0, 500]},
+        {"name": "odd-range", "kind": "pointcloud", "tau": 0.3, "automatic_points": [9, 1]},
     ]
-    (model,) = from_ready(tmp_path, reported)  # kinds the add-on does not know are left out
+    model, sparse, odd = from_ready(tmp_path, reported)  # kinds the add-on does not know are left out
+    assert (sparse.automatic_points, odd.automatic_points) == ((0, 500), None)
     assert (model.name, model.kind, model.tau, model.path) == (
         "pointcloud",
         "pointcloud",

@@ -43,12 +43,20 @@ def randomised_model(seed: int, **config: Any) -> OccupancyNetwork:
     return model.eval()
 
 
-def write_model(folder: Path, name: str, seed: int, tau: float = 0.5, **config: Any) -> Path:
+def write_model(
+    folder: Path,
+    name: str,
+    seed: int,
+    tau: float = 0.5,
+    automatic_points: list[int] | None = None,
+    **config: Any,
+) -> Path:
     model = randomised_model(seed, **config)
     cfg = ModelConfig(**{**TINY_MODEL, **config})
     path = folder / f"{name}.safetensors"
+    meta = ModelMeta(name, cfg.kind, tau, vars(cfg), automatic_points=automatic_points)
     # stored as float32 so that a test can rebuild exactly the same network
-    save_weights(path, model, ModelMeta(name, cfg.kind, tau, vars(cfg)), half=False)
+    save_weights(path, model, meta, half=False)
     return path
 
 

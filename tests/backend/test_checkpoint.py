@@ -158,6 +158,11 @@ BAD_FILES: list[tuple[str, Callable[[Path], None], str]] = [
     ("tau a string", lambda p: _edit_meta(p, _set("tau", "0.5")), "invalid threshold tau='0.5'"),
     ("tau a bool", lambda p: _edit_meta(p, _set("tau", True)), "invalid threshold tau=True"),
     ("training not an object", lambda p: _edit_meta(p, _set("training", [1])), "must be objects"),
+    (
+        "automatic_points reversed",
+        lambda p: _edit_meta(p, _set("automatic_points", [500, 0])),
+        r"'automatic_points' must be \[low, high\)",
+    ),
     ("NaN weights", _nan_weight, "NaN or infinite values in"),
     ("wrong tensor sizes", _other_size, "does not match its config: .* in the file"),
     ("missing tensors", _missing_tensor, r"does not match its config: 'decoder.fc_out.weight' is missing"),

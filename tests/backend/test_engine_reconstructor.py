@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import trimesh
 from scipy.spatial import cKDTree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from backend.checkpoint import load_checkpoint, save_weights
 from backend.commands.reconstruct import default_model
 from backend.engine.field import NetworkField
 from backend.engine.reconstructor import Reconstructor
@@ -64,7 +66,8 @@ def test_models_lists_the_weights_folder_and_skips_broken_files(engine_weights: 
     folder = tmp_path / "weights"
     shutil.copytree(engine_weights, folder)
     (folder / "broken.safetensors").write_bytes(b"not a model")
-    shutil.copy(folder / "points.safetensors", folder / "points-sparse.safetensors")  # a variant
+    model, meta = load_checkpoint(folder / "points.safetensors")  # a variant for clouds under 500 points
+    save_weights(folder / "points-sparse.safetensors", model, replace(meta, automatic_points=[0, 500]))
     engine = Reconstructor(device="cpu", weights_dir=folder)
     infos = engine.models()
     assert [(m.name, m.kind) for m in infos] == [
@@ -76,6 +79,11 @@ def test_models_lists_the_weights_folder_and_skips_broken_files(engine_weights: 
     ]
     assert all(m.tau == 0.5 and Path(m.path).is_file() for m in infos)
     assert default_model(engine, "pointcloud") == "points"  # by name: the variant's file sorts first
+    assert infos[2].automatic_points == (0, 500) and infos[1].automatic_points is None
+    assert default_model(engine, "pointcloud", 300) == "points-sparse"  # the range it names
+    assert default_model(engine, "pointcloud", 500) == "points"
+    with pytest.raises(InputError, match="no image model is installed"):
+        default_model(Reconstructor(device="cpu", weights_dir=tmp_path), "image")  # no models in it
 
 
 def test_a_point_cloud_becomes_a_closed_mesh_where_the_points_are(engine: Reconstructor) -> None:

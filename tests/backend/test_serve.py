@@ -157,6 +157,18 @@ def test_ready_lists_the_models_with_their_kinds(backend: BackendProcess) -> Non
     }
 
 
+def test_ready_names_the_cloud_sizes_a_model_is_automatic_for() -> None:
+    from backend.engine.types import ModelInfo
+    from backend.serving.server import _model_entry
+
+    sparse = ModelInfo("sparse", "pointcloud", 0.3, "sparse.safetensors", (0, 500))
+    entry = {"name": "sparse", "kind": "pointcloud", "tau": 0.3, "automatic_points": [0, 500]}
+    assert _model_entry(sparse) == entry
+    general = ModelInfo("points", "pointcloud", 0.4, "points.safetensors")
+    assert wire.automatic_points(_model_entry(general)) is None  # what the add-on reads from it
+    assert wire.automatic_points(_model_entry(sparse)) == (0, 500)
+
+
 def test_reconstruct_streams_progress_then_extract_and_release(backend: BackendProcess) -> None:
     stages: list[tuple[str, float]] = []
     pending = backend.reconstruct(

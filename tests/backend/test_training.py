@@ -95,6 +95,7 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
         tables[-1].write_text(json.dumps({"settings": settings, "mean": {"iou": 0.5 + i / 10}}))
     for run, name in ((tuned, "tiny"), (third, "tiny3")):
         evals = [arg for path in tables for arg in ("--eval", str(path))] if name == "tiny" else []
+        evals += ["--automatic-points", "0", "500"] if name == "tiny3" else []
         subprocess.run(
             [sys.executable, str(PUBLISH), str(run), "--name", name, "--weights-dir", str(weights), *evals],
             check=True,
@@ -114,6 +115,17 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
     card = (weights / "tiny3.md").read_text()
     assert "which started from `tiny` (2 steps on 3 shapes" in card
     assert "; 6 steps and " in card
+    assert "- Automatic takes it for clouds of 0 to 499 points, ahead of the kind's general model." in card
+    assert load_checkpoint(weights / "tiny3.safetensors")[1].automatic_points == [0, 500]
+    assert load_checkpoint(weights / "tiny.safetensors")[1].automatic_points is None
+    refused = subprocess.run(
+        [sys.executable, str(PUBLISH), str(third), "--name", "x", "--weights-dir", str(weights)]
+        + ["--automatic-points", "500", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "--automatic-points needs 0 <= LOW < HIGH" in refused.stderr
+    assert not (weights / "x.safetensors").exists()
 
 
 def test_starting_from_a_different_network_is_refused(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ def main(folder: Path) -> None:
     spec.loader.exec_module(fixtures)
     folder.mkdir(parents=True, exist_ok=True)
     fixtures.write_model(folder, "pointcloud", 0, kind="pointcloud")
+    fixtures.write_model(folder, "pointcloud-sparse", 4, kind="pointcloud", automatic_points=[0, 400])
     fixtures.write_model(folder, "voxels", 1, kind="voxels")
     fixtures.write_model(folder, "image", 2, kind="image")
     fixtures.write_model(folder, "unconditional", 3, kind="unconditional", decoder="simple", c_dim=0, z_dim=8)

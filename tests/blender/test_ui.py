@@ -104,6 +104,15 @@ def test_panel_says_what_it_will_use(addon: ModuleType) -> None:
         else f"Uses {budget:,} (its training size)"
     )
     assert expected in shown["labels"]
+    # a sparse cloud: Automatic takes the model whose file names its size (under 400 points)
+    chair = bpy.context.active_object
+    sparse = bpy.data.objects.new("sparse", bpy.data.meshes.new("sparse"))
+    sparse.data.from_pydata([tuple(v.co) for v in chair.data.vertices[:300]], [], [])
+    bpy.context.collection.objects.link(sparse)
+    bpy.context.view_layer.objects.active = sparse
+    labels = draw(panels.OCC_PT_reconstruct)["labels"]
+    assert "Point cloud: 300 points" in labels and "Model: pointcloud-sparse (point cloud)" in labels
+    bpy.context.view_layer.objects.active = chair
     assert "Backend not started (starts on first use)" in shown["labels"]
     assert {"input_mode", "model", "resolution", "refine", "simplify", "threshold"} <= set(shown["props"])
     # the button carries the panel's settings to the operator
@@ -137,7 +146,8 @@ def test_result_panel_and_device(addon: ModuleType) -> None:
     addon.settings.forget_models()
     models, _ = addon.settings.available_models(bpy.context)
     assert [(m.name, m.kind) for m in models] == [(m["name"], m["kind"]) for m in reported]
-    assert [m.name for m in models] == ["image", "pointcloud", "unconditional", "voxels"]
+    assert [m.name for m in models] == ["image", "pointcloud", "pointcloud-sparse", "unconditional", "voxels"]
+    assert [m.automatic_points for m in models[1:3]] == [None, (0, 400)]  # as the backend reported it
 
 
 def test_preferences_draw(addon: ModuleType) -> None:
