@@ -1,0 +1,151 @@
+"""Pinhole cameras for reference pictures: where each one stands, where it looks, and its lens.
+
+Convention (Blender's and OpenGL's, as ``wire/constants.py`` states for the image models): a
+camera looks down its own -z axis, x to the right and y up, and its pictures are square. A world
+point p is at q = R (p - centre) in the camera's frame and lands at
+
+    u = focal * q_x / -q_z + principal_x,    v = focal * q_y / -q_z + principal_y
+
+with u to the right and v up, both -1..1 across the picture; focal = 1 / tan(fov / 2). Cutting a
+square out of a picture makes the same camera with another focal and principal point
+(``Cameras.crop``), so framing a picture (``engine/framing.py``) keeps the camera exact.
+
+``Cameras`` holds V of them as tensors, one row each, so that every view of a batch projects in
+one call. ``random_cameras`` draws the training renders' cameras: field of view 20-60 degrees,
+elevation -10 to 60 degrees over the world's z (Blender's up), roll within 10 degrees, at the
+distance where the object fills a drawn share of the picture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
+
+FOV_RANGE = (20.0, 60.0)  # degrees
+ELEVATION_RANGE = (-10.0, 60.0)  # degrees above the horizon
+ROLL_LIMIT = 10.0  # degrees either way
+FILL_RANGE = (0.5, 0.95)  # the silhouette's longest side over the picture's
+FRAMING_ITERATIONS = 10  # distance corrections: the fill then lies within about 0.01 of the drawn one
+ARRAY_WIDTH = 15  # rotation (9), centre (3), focal (1), principal point (2)
+
+
+@dataclass(frozen=True)
+class Cameras:
+    """V pinhole cameras: ``rotation`` (V, 3, 3) world to camera (rows: the camera's x, y, z axes
+    in the world), ``centre`` (V, 3), ``focal`` (V,) and ``principal`` (V, 2), as above."""
+
+    rotation: torch.Tensor
+    centre: torch.Tensor
+    focal: torch.Tensor
+    principal: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.centre.shape[0])
+
+    @staticmethod
+    def canonical(n: int = 1) -> Cameras:
+        """The image models' fixed camera (``wire/constants.py``), n times."""
+        focal = 1.0 / math.tan(math.radians(FOV_DEGREES) / 2)
+        return Cameras(
+            torch.eye(3).expand(n, 3, 3).clone(),
+            torch.tensor([0.0, 0.0, CAMERA_DISTANCE]).expand(n, 3).clone(),
+            torch.full((n,), focal),
+            torch.zeros(n, 2),
+        )
+
+    @staticmethod
+    def look_at(
+        eye: torch.Tensor,
+        target: torch.Tensor,
+        fov_degrees: torch.Tensor,
+        roll_degrees: torch.Tensor | None = None,
+    ) -> Cameras:
+        """Cameras at ``eye`` (V, 3) looking at ``target`` (V, 3), with the world's +z up in the
+        picture (+y when looking straight up or down), turned by ``roll`` about the view axis."""
+        forward = target - eye
+        forward = forward / forward.norm(dim=-1, keepdim=True)
+        up = torch.tensor([0.0, 0.0, 1.0]).expand_as(forward)
+        vertical = (forward * up).sum(-1).abs() > 0.999
+        up = torch.where(vertical[:, None], torch.tensor([0.0, 1.0, 0.0]), up)
+        x = torch.linalg.cross(forward, up)
+        x = x / x.norm(dim=-1, keepdim=True)
+        y = torch.linalg.cross(x, forward)
+        if roll_degrees is not None:
+            a = torch.deg2rad(roll_degrees)[:, None]
+            x, y = x * torch.cos(a) + y * torch.sin(a), y * torch.cos(a) - x * torch.sin(a)
+        rotation = torch.stack([x, y, -forward], 1)
+        focal = 1.0 / torch.tan(torch.deg2rad(fov_degrees) / 2)
+        return Cameras(rotation, eye.clone(), focal, torch.zeros(len(eye), 2))
+
+    def to_camera(self, p: torch.Tensor) -> torch.Tensor:
+        """World points (V, M, 3), one set per camera -> the same points in each camera's frame."""
+        return torch.einsum("vij,vmj->vmi", self.rotation, p - self.centre[:, None])
+
+    def project(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """World points (V, M, 3) -> picture coordinates (V, M, 2) as (u, v) above, and their depth
+        (V, M) in front of the camera (negative behind it)."""
+        q = self.to_camera(p)
+        depth = -q[..., 2]
+        uv = q[..., :2] / depth.clamp(min=1e-6)[..., None] * self.focal[:, None, None]
+        uv = uv + self.principal[:, None]
+        return uv, depth
+
+    def rays(self, size: int) -> torch.Tensor:
+        """Unit world directions (V, size * size, 3) through the pixel centres, row-major from the
+        top-left pixel; every ray starts at its camera's ``centre``."""
+        t = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+        v, u = torch.meshgrid(-t, t, indexing="ij")  # rows go down, v goes up
+        uv = torch.stack([u, v], -1).reshape(1, -1, 2)
+        xy = (uv - self.principal[:, None]) / self.focal[:, None, None]
+        d = torch.cat([xy, -torch.ones_like(xy[..., :1])], -1)
+        d = torch.einsum("vji,vmj->vmi", self.rotation, d)  # camera to world: the rotation's transpose
+        return d / d.norm(dim=-1, keepdim=True)
+
+    def crop(self, centre: torch.Tensor, half: torch.Tensor) -> Cameras:
+        """The cameras of square crops with centre ``centre`` (V, 2) in (u, v) and half-side ``half``
+        (V,) in the same units: the crop spans -1..1 again."""
+        return Cameras(
+            self.rotation, self.centre, self.focal / half, (self.principal - centre) / half[:, None]
+        )
+
+    def to_array(self) -> np.ndarray:
+        """(V, ARRAY_WIDTH) float32: how cameras are stored with a shape and sent on the wire."""
+        flat = [self.rotation.reshape(-1, 9), self.centre, self.focal[:, None], self.principal]
+        return torch.cat(flat, 1).numpy().astype(np.float32)
+
+    @staticmethod
+    def from_array(array: np.ndarray) -> Cameras:
+        a = torch.as_tensor(np.asarray(array, np.float32).reshape(-1, ARRAY_WIDTH))
+        return Cameras(a[:, :9].reshape(-1, 3, 3), a[:, 9:12], a[:, 12], a[:, 13:15])
+
+
+def random_cameras(surface: np.ndarray, n: int, rng: np.random.Generator) -> Cameras:
+    """n cameras around an object given by its surface samples (K, 3), each drawn from the ranges
+    above and moved along its view axis until the object's silhouette fills the drawn share of
+    the picture (measured on the samples' projection, so a flat object seen edge-on is framed by
+    its real outline, not its bounding sphere)."""
+    points = torch.as_tensor(np.asarray(surface, np.float32))
+    target = 0.5 * (points.min(0).values + points.max(0).values)
+    radius = float((points - target).norm(dim=-1).max())
+    azimuth = np.radians(rng.uniform(0.0, 360.0, n))
+    elevation = np.radians(rng.uniform(*ELEVATION_RANGE, n))
+    fov = torch.from_numpy(rng.uniform(*FOV_RANGE, n).astype(np.float32))
+    roll = torch.from_numpy(rng.uniform(-ROLL_LIMIT, ROLL_LIMIT, n).astype(np.float32))
+    fill = torch.from_numpy(rng.uniform(*FILL_RANGE, n).astype(np.float32))
+    ground = np.cos(elevation)
+    direction = np.stack([ground * np.cos(azimuth), ground * np.sin(azimuth), np.sin(elevation)], 1)
+    direction = torch.from_numpy(direction.astype(np.float32))
+    # a sphere of the object's radius fills `fill` at this distance; then correct by measurement
+    distance = radius / torch.sin(torch.atan(fill * torch.tan(torch.deg2rad(fov) / 2)))
+    for _ in range(FRAMING_ITERATIONS):
+        cameras = Cameras.look_at(target + direction * distance[:, None], target.expand(n, 3), fov, roll)
+        uv, _ = cameras.project(points.expand(n, -1, -1))
+        extent = (uv.max(1).values - uv.min(1).values).max(-1).values / 2  # of the picture's side
+        # the silhouette shrinks about as 1 / distance, measured from the object's centre
+        distance = (distance * extent / fill).clamp(min=radius * 1.05)
+    return Cameras.look_at(target + direction * distance[:, None], target.expand(n, 3), fov, roll)

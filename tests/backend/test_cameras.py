@@ -1,0 +1,118 @@
+"""Cameras for reference pictures, and the renderer that draws through them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from backend.data.cameras import ELEVATION_RANGE, FILL_RANGE, FOV_RANGE, Cameras, random_cameras
+from backend.data.render import render_views
+from backend.models.local import project
+
+
+def test_the_canonical_camera_is_the_image_models_camera() -> None:
+    p = torch.rand(1, 200, 3) - 0.5
+    uv, depth = Cameras.canonical().project(p)
+    grid = project(p)  # grid_sample's coordinates: x right, y down
+    torch.testing.assert_close(torch.stack([uv[..., 0], -uv[..., 1]], -1), grid)
+    assert bool((depth > 0).all())
+
+
+def _cameras(n: int = 3) -> Cameras:
+    eye = torch.tensor([[3.0, 0.5, 1.0], [-1.0, -2.0, 0.5], [0.2, 0.1, 4.0]])[:n]
+    return Cameras.look_at(eye, torch.zeros(n, 3), torch.tensor([30.0, 45.0, 60.0])[:n])
+
+
+def test_rays_and_projection_agree() -> None:
+    cameras = _cameras()
+    size = 8
+    dirs = cameras.rays(size)
+    distances = torch.linspace(0.5, 7.0, size * size)[:, None]  # any distance along each ray
+    along = cameras.centre[:, None] + dirs * distances
+    uv, depth = cameras.project(along)
+    t = (torch.arange(size) + 0.5) / size * 2 - 1
+    v, u = torch.meshgrid(-t, t, indexing="ij")  # row-major from the top-left pixel
+    expected = torch.stack([u, v], -1).reshape(1, -1, 2).expand_as(uv)
+    torch.testing.assert_close(uv, expected, atol=1e-5, rtol=0)
+    assert bool((depth > 0).all())
+
+
+def test_look_at_centres_the_target_with_the_world_up_upwards() -> None:
+    cameras = _cameras()
+    uv, depth = cameras.project(torch.zeros(3, 1, 3))
+    torch.testing.assert_close(uv, torch.zeros(3, 1, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(depth[:, 0], cameras.centre.norm(dim=-1))
+    above, _ = cameras.project(torch.tensor([0.0, 0.0, 0.3]).expand(3, 1, 3))
+    assert bool((above[:, 0, 1] > 0).all())  # +z looks up in the picture (even from straight above: +y)
+    quarter = torch.full((3,), 90.0)
+    rolled = Cameras.look_at(cameras.centre, torch.zeros(3, 3), torch.full((3,), 40.0), quarter)
+    side, _ = rolled.project(torch.tensor([0.0, 0.0, 0.3]).expand(3, 1, 3))
+    torch.testing.assert_close(side[:, 0, 1], torch.zeros(3), atol=1e-5, rtol=0)  # turned a quarter:
+    assert bool((side[:2, 0, 0].abs() > 0.05).all())  # up now points sideways (the third looks down on it)
+    rotation = cameras.rotation
+    identity = torch.eye(3).expand(3, 3, 3)
+    torch.testing.assert_close(rotation @ rotation.transpose(1, 2), identity, atol=1e-6, rtol=0)
+
+
+def test_a_crop_is_the_same_camera_with_another_lens() -> None:
+    cameras = _cameras()
+    p = torch.rand(3, 50, 3) - 0.5
+    uv, _ = cameras.project(p)
+    centre, half = torch.tensor([[0.1, -0.2], [0.0, 0.0], [-0.3, 0.25]]), torch.tensor([0.5, 0.8, 0.3])
+    cropped, _ = cameras.crop(centre, half).project(p)
+    torch.testing.assert_close(cropped, (uv - centre[:, None]) / half[:, None, None])
+
+
+def test_cameras_round_trip_through_arrays() -> None:
+    cameras = _cameras().crop(torch.tensor([[0.1, 0.2]] * 3), torch.full((3,), 0.7))
+    array = cameras.to_array()
+    assert array.shape == (3, 15) and array.dtype == np.float32
+    again = Cameras.from_array(array)
+    for name in ("rotation", "centre", "focal", "principal"):
+        torch.testing.assert_close(getattr(again, name), getattr(cameras, name))
+
+
+def test_random_cameras_follow_the_training_ranges() -> None:
+    rng = np.random.default_rng(3)
+    surface = rng.uniform(-0.5, 0.5, (3000, 3)) * [1.0, 0.2, 0.6]  # a flat object: its outline frames it
+    cameras = random_cameras(surface, 64, rng)
+    uv, depth = cameras.project(torch.tensor(surface, dtype=torch.float32).expand(64, -1, -1))
+    fill = (uv.max(1).values - uv.min(1).values).max(-1).values / 2
+    assert bool((fill > FILL_RANGE[0] - 0.015).all() and (fill < FILL_RANGE[1] + 0.015).all())
+    assert float(fill.min()) < 0.6 and float(fill.max()) > 0.85  # the range is used, not one value
+    assert bool((depth > 0).all())
+    fov = torch.rad2deg(2 * torch.atan(1 / cameras.focal))
+    assert bool((fov >= FOV_RANGE[0] - 1e-3).all() and (fov <= FOV_RANGE[1] + 1e-3).all())
+    seen_from = cameras.centre - torch.tensor(0.5 * (surface.min(0) + surface.max(0)), dtype=torch.float32)
+    elevation = torch.rad2deg(torch.asin(seen_from[:, 2] / seen_from.norm(dim=-1)))
+    low, high = ELEVATION_RANGE
+    assert bool((elevation >= low - 1e-3).all() and (elevation <= high + 1e-3).all())
+
+
+def test_views_are_drawn_through_their_cameras() -> None:
+    radius = 0.4
+
+    def sphere(p: torch.Tensor) -> torch.Tensor:
+        return p.norm(dim=-1) - radius
+
+    cameras = _cameras()
+    size = 96
+    found = []
+    for seed in range(6):  # materials, backdrops, noise and JPEG vary with the seed
+        rgba, mask = render_views(sphere, cameras, size, np.random.default_rng(seed))
+        assert rgba.shape == (3, size, size, 4) and rgba.dtype == np.uint8 and mask.shape == (3, size, size)
+        # the sphere's outline through each camera: a disc of angular radius asin(r / d)
+        distance = cameras.centre.norm(dim=-1)
+        disc = cameras.focal * torch.tan(torch.asin(radius / distance))  # in picture units (-1..1)
+        expected = math.pi * disc**2 / 4
+        np.testing.assert_allclose(mask.mean(axis=(1, 2)), expected.numpy(), rtol=0.05)
+        alpha = rgba[..., 3]
+        assert np.all(alpha[mask] == 255)
+        transparent = (alpha == 0).any(axis=(1, 2))
+        for i in range(3):  # a transparent picture is clear exactly off the object
+            if transparent[i]:
+                assert np.array_equal(alpha[i] == 255, mask[i])
+        found.extend(transparent)
+    assert any(found) and not all(found)
