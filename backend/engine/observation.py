@@ -295,6 +295,14 @@ def _shrink(arr: np.ndarray, integer: bool) -> np.ndarray:
     return np.asarray(small).reshape(size[1], size[0], c)
 
 
+def resize_square(square: np.ndarray, size: int) -> np.ndarray:
+    """A square (S, S, 3) float picture in [0, 1] -> (size, size, 3) uint8, as the models see it."""
+    pil = Image.fromarray(np.round(square * 255).astype(np.uint8))
+    if pil.size != (size, size):
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(pil)
+
+
 def prepare_image(image: object, size: int, framed: bool = True, mask: np.ndarray | None = None) -> Prepared:
     """An (H, W[, C]) image -> (1, 3, size, size) float32 in [0, 1] and the crop's frame.
 
@@ -321,9 +329,6 @@ def prepare_image(image: object, size: int, framed: bool = True, mask: np.ndarra
         top, left = (side - h) // 2, (side - w) // 2
         square[top : top + h, left : left + w] = rgb
         framing = Framing.whole()
-    pil = Image.fromarray(np.round(square * 255).astype(np.uint8))
-    if pil.size != (size, size):
-        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-    out = np.asarray(pil, np.float32) / 255.0
+    out = resize_square(square, size).astype(np.float32) / 255.0
     centre, scale = framing.to_picture()
     return Prepared(torch.from_numpy(out).permute(2, 0, 1).contiguous()[None], UserFrame(centre, scale), [])

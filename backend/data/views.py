@@ -1,0 +1,63 @@
+"""Reference views of a training shape, as users take them and as the engine then frames them.
+
+Each view has its own camera (``cameras.random_cameras``: field of view, elevation, roll and
+framing drawn from the ranges users shoot in) and its own look (``render.render_views``). The
+picture is then framed exactly as the engine frames a user's picture (``engine/framing.py``: the
+object found by alpha or by the backdrop's colour, cut out onto white, cropped as the training
+renders are framed), so the model trains on what it will be shown. The crop is part of the
+camera (``Cameras.crop``): each view's camera stays exact, which is what lets a model that reads
+several views put their evidence in one place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..engine.framing import frame, object_mask
+from ..engine.observation import resize_square
+from ..engine.types import InputError
+from .cameras import ARRAY_WIDTH, Cameras, random_cameras
+from .render import SdfFn, render_views
+
+RENDER_SIZE = 128  # pictures are drawn at this size, then framed and shrunk to the model's
+# the backdrop-colour mask's IoU with the true one below which a user would give a mask instead
+MIN_MASK_AGREEMENT = 0.8
+
+
+def frame_view(rgba: np.ndarray, mask: np.ndarray, camera: Cameras, size: int) -> tuple[np.ndarray, Cameras]:
+    """One rendered view (H, W, 4) uint8 framed as the engine frames a picture -> the model's
+    (size, size, 3) uint8 picture and the camera of that crop.
+
+    The object is found as the engine finds it; where that fails (an object the colour of its
+    backdrop), the true ``mask`` stands in, as the mask a user would then give.
+    """
+    rgb, alpha = rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].astype(np.float32) / 255.0
+    try:
+        weights = object_mask(rgb, alpha)
+        found = weights > 0.5
+        agreement = (found & mask).sum() / max(int((found | mask).sum()), 1)
+        if agreement < MIN_MASK_AGREEMENT:
+            weights = mask.astype(np.float32)
+    except InputError:
+        weights = mask.astype(np.float32)
+    square, framing = frame(rgb, weights)
+    # the crop in picture coordinates (-1..1 across the square picture, v up): centre and half-side
+    centre = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
+    return resize_square(square, size), camera.crop(centre, torch.tensor([framing.side]))
+
+
+def reference_views(
+    sdf: SdfFn, surface: np.ndarray, n: int, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """n framed views of one object (``sdf`` batched over n views, in the frame of ``surface``)
+    -> pictures (n, size, size, 3) uint8 and their cameras (n, ARRAY_WIDTH) float32."""
+    cameras = random_cameras(surface, n, rng)
+    rgba, masks = render_views(sdf, cameras, RENDER_SIZE, rng)
+    images = np.empty((n, size, size, 3), np.uint8)
+    framed = np.empty((n, ARRAY_WIDTH), np.float32)
+    for i in range(n):
+        one = Cameras.from_array(cameras.to_array()[i : i + 1])
+        images[i], crop = frame_view(rgba[i], masks[i], one, size)
+        framed[i] = crop.to_array()[0]
+    return images, framed

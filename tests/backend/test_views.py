@@ -1,0 +1,57 @@
+"""Training views as users take them, framed as the engine frames a picture, cameras kept exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backend.data.cameras import Cameras
+from backend.data.views import RENDER_SIZE, frame_view, reference_views
+from backend.engine.framing import TRAINING_OFFSET
+
+
+def box(p: torch.Tensor) -> torch.Tensor:
+    """A 0.8 x 0.3 x 0.5 box's signed distance (a bound inside)."""
+    q = p.abs() - torch.tensor([0.4, 0.15, 0.25])
+    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+
+
+def box_surface(n: int, rng: np.random.Generator) -> np.ndarray:
+    p = rng.uniform(-1, 1, (n, 3)) * [0.4, 0.15, 0.25]
+    axis = rng.integers(0, 3, n)
+    p[np.arange(n), axis] = np.sign(rng.uniform(-1, 1, n)) * np.array([0.4, 0.15, 0.25])[axis]
+    return p.astype(np.float32)
+
+
+def test_framed_views_keep_their_cameras_exact() -> None:
+    rng = np.random.default_rng(0)
+    surface = box_surface(4000, rng)
+    images, cameras = reference_views(box, surface, 6, 64, rng)
+    assert images.shape == (6, 64, 64, 3) and images.dtype == np.uint8 and cameras.shape == (6, 15)
+    uv, depth = Cameras.from_array(cameras).project(torch.from_numpy(surface).expand(6, -1, -1))
+    assert bool((depth > 0).all())
+    col = ((uv[..., 0] + 1) / 2 * 64).long().clamp(0, 63).numpy()
+    row = ((1 - uv[..., 1]) / 2 * 64).long().clamp(0, 63).numpy()
+    for v in range(6):
+        on_object = images[v][row[v], col[v]].astype(int).sum(-1) < 3 * 250  # not the white backdrop
+        assert on_object.mean() > 0.97, v
+        extent = (uv[v].max(0).values - uv[v].min(0).values).max() / 2
+        assert 0.4 < float(extent) < 0.85  # framed as the training renders: fill within TRAINING_FILL
+
+
+def test_an_object_the_colour_of_its_backdrop_is_framed_by_its_true_mask() -> None:
+    camera = Cameras.canonical()
+    rgba = np.full((RENDER_SIZE, RENDER_SIZE, 4), 255, np.uint8)  # white object on white: nothing to see
+    mask = np.zeros((RENDER_SIZE, RENDER_SIZE), bool)
+    mask[40:80, 50:70] = True
+    image, crop = frame_view(rgba, mask, camera, 64)
+    assert image.shape == (64, 64, 3)
+    # the mask box's top and bottom edges (rows 40 and 80 of 128: v = 0.375 and -0.25), on the
+    # camera's rays at depth 2: the crop frames the 40-pixel box at the least training fill
+    edges = torch.tensor([[0.0, 0.375], [0.0, -0.25]]) / camera.focal[0] * 2.0
+    points = torch.cat([edges, torch.zeros(2, 1)], 1)[None]  # z = 0: 2 in front of the camera
+    cropped, _ = crop.project(points)
+    side = round(40 / 0.45)  # the crop's side in pixels (framing.TRAINING_FILL's low end)
+    assert abs(float(cropped[0, 0, 1] - cropped[0, 1, 1]) / 2 - 40 / side) < 1e-3
+    # the box lies 4 pixels above the picture's centre; the crop keeps within TRAINING_OFFSET of both
+    assert 0.0 < float(cropped[0, :, 1].mean()) <= 2 * TRAINING_OFFSET + 2 / side
