@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from .wire.constants import MODEL_KINDS as KINDS
 from .wire.constants import VOXEL_RES, Kind
 
+CAMERA_STYLES = ("fixed", "random")  # data.cameras
+
 
 class ConfigError(ValueError):
     """A configuration is invalid; the message names the key."""
@@ -71,8 +73,12 @@ class ModelConfig:
             raise ConfigError(
                 f"model.pixel_stages must be 1 to 4 (ResNet-18 stages), got {self.pixel_stages}"
             )
-        if self.pixel_stages > 1 and not (self.kind == "image" and self.local_features):
-            raise ConfigError("model.pixel_stages > 1 needs kind = 'image' and local_features = true")
+        if self.kind == "views" and not self.local_features:
+            raise ConfigError("a views model reads every view at each point: it needs local_features = true")
+        if self.pixel_stages > 1 and not (self.kind in ("image", "views") and self.local_features):
+            raise ConfigError(
+                "model.pixel_stages > 1 needs kind = 'image' or 'views' and local_features = true"
+            )
         if self.neighbours < 0 or self.patch_width <= 0:
             raise ConfigError(
                 f"model.neighbours must be >= 0 and model.patch_width positive, "
@@ -119,6 +125,11 @@ class DataConfig:
     voxel_res: int = VOXEL_RES
     image_size: int = 64
     views: int = 2  # rendered views per shape (image model)
+    # how the views are shot: "fixed", the image models' one camera turned around the shape (the
+    # prediction is in its frame); "random", as users shoot reference pictures (data/views.py:
+    # any field of view, framing, elevation and look, framed as the engine frames a picture),
+    # each view with its camera in the shape's own frame (the multi-view model)
+    cameras: str = "fixed"
     # training batches are mapped by a random symmetry per shape (data/augment.py): of the cube,
     # or for image models, whose frame is the camera's, of the square image plane
     augment: bool = False
@@ -155,6 +166,8 @@ class DataConfig:
             raise ConfigError("data.outliers must be at most 0.5 and data.partial_scans at most 1")
         if self.partial_scans > 0 and self.scan_views < 1:
             raise ConfigError("data.partial_scans needs data.scan_views >= 1")
+        if self.cameras not in CAMERA_STYLES:
+            raise ConfigError(f"data.cameras must be one of {', '.join(CAMERA_STYLES)}, got {self.cameras!r}")
         if not 0.0 <= self.near_surface_ratio <= 1.0:
             raise ConfigError(f"data.near_surface_ratio must lie in [0, 1], got {self.near_surface_ratio}")
 
@@ -264,7 +277,7 @@ def config_from_dict(d: dict[str, Any]) -> Config:
             "data.augment maps an image with its camera's frame; the original's image models "
             "predict in the object's frame, so it does not apply to its layout"
         )
-    if cfg.model.kind == "image" and cfg.data.image_size != cfg.model.image_size:
+    if cfg.model.kind in ("image", "views") and cfg.data.image_size != cfg.model.image_size:
         raise ConfigError(
             f"data.image_size ({cfg.data.image_size}) must equal model.image_size ({cfg.model.image_size})"
         )
@@ -279,6 +292,14 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         )
     if cfg.model.kind == "image" and cfg.data.views < 1:
         raise ConfigError("an image model needs data.views >= 1 rendered views per shape")
+    if cfg.model.kind == "views" and (
+        cfg.data.source != "procedural" or cfg.data.cameras != "random" or cfg.data.views < 1
+    ):
+        raise ConfigError(
+            'a views model trains on procedural shapes with data.cameras = "random" and data.views >= 1'
+        )
+    if cfg.model.kind != "views" and cfg.data.cameras != "fixed":
+        raise ConfigError('data.cameras = "random" shoots the views model\'s data: use model.kind = "views"')
     return cfg
 
 

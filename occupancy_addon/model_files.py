@@ -19,6 +19,7 @@ KIND_LABELS = {
     "pointcloud": "point cloud",
     "voxels": "voxels",
     "image": "image",
+    "views": "reference views",
     "unconditional": "unconditional",
 }
 WEIGHTS_ENV_VAR = "OCC_WEIGHTS_DIR"

@@ -43,6 +43,7 @@ class InputChoice:
     obj: bpy.types.Object | None = None
     image: bpy.types.Image | None = None
     count: int = 0  # points of a point cloud
+    sources: list[str] = field(default_factory=list)  # reference views: the objects that hold them
 
 
 @dataclass

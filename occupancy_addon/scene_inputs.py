@@ -19,9 +19,10 @@ MODES = [
         "AUTO",
         "Auto",
         "Decide from the active object: a mesh without faces or a point cloud gives "
-        "points, a mesh with faces or a volume gives voxels, an image empty gives an image",
+        "points, a mesh with faces or a volume gives voxels, an image empty gives an image, "
+        "several selected image empties or cameras with a background image give views",
     ),
-    *(BY_KIND[kind].mode for kind in ("pointcloud", "voxels", "image")),  # the menu's order
+    *(BY_KIND[kind].mode for kind in ("pointcloud", "voxels", "image", "views")),  # the menu's order
 ]
 
 

@@ -113,15 +113,29 @@ class Cameras:
             self.rotation, self.centre, self.focal / half, (self.principal - centre) / half[:, None]
         )
 
+    def to_rows(self) -> torch.Tensor:
+        """(V, ARRAY_WIDTH): rotation, centre, focal and principal point, one camera per row."""
+        return torch.cat([self.rotation.reshape(-1, 9), self.centre, self.focal[:, None], self.principal], 1)
+
     def to_array(self) -> np.ndarray:
-        """(V, ARRAY_WIDTH) float32: how cameras are stored with a shape and sent on the wire."""
-        flat = [self.rotation.reshape(-1, 9), self.centre, self.focal[:, None], self.principal]
-        return torch.cat(flat, 1).numpy().astype(np.float32)
+        """``to_rows`` as float32 numpy: how cameras are stored with a shape and sent on the wire."""
+        return self.to_rows().detach().cpu().numpy().astype(np.float32)
 
     @staticmethod
     def from_array(array: np.ndarray) -> Cameras:
-        a = torch.as_tensor(np.asarray(array, np.float32).reshape(-1, ARRAY_WIDTH))
+        return Cameras.from_rows(torch.as_tensor(np.asarray(array, np.float32)))
+
+    @staticmethod
+    def from_rows(rows: torch.Tensor) -> Cameras:
+        """Cameras from rows (..., ARRAY_WIDTH) as ``to_array`` writes them, on the rows' device."""
+        a = rows.reshape(-1, ARRAY_WIDTH)
         return Cameras(a[:, :9].reshape(-1, 3, 3), a[:, 9:12], a[:, 12], a[:, 13:15])
+
+    def transformed(self, matrix: torch.Tensor) -> Cameras:
+        """The same cameras after the world is rotated or mirrored by ``matrix`` (V, 3, 3): p -> M p.
+        (A mirror makes a left-handed camera, which projects the mirrored world exactly.)"""
+        rotation = self.rotation @ matrix.transpose(1, 2)  # M is orthogonal: its inverse is its transpose
+        return Cameras(rotation, torch.einsum("vij,vj->vi", matrix, self.centre), self.focal, self.principal)
 
 
 def random_cameras(surface: np.ndarray, n: int, rng: np.random.Generator) -> Cameras:

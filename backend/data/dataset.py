@@ -22,6 +22,7 @@ import torch
 
 from ..config import DataConfig
 from ..kinds import kind as input_kind
+from ..models.views import ModelInput
 from .augment import apply_to_points
 from .scans import candidates
 from .shapes import Frame, ShapeSet
@@ -79,7 +80,7 @@ def _unpack(bits: np.ndarray, n: int) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    inputs: torch.Tensor | None  # the observation, in the model's input format (None: unconditional)
+    inputs: ModelInput | None  # the observation, in the model's input format (None: unconditional)
     points: torch.Tensor  # (B, M, 3) query points in the prediction frame
     occ: torch.Tensor  # (B, M) float {0, 1}
 
@@ -124,6 +125,10 @@ class ShapePool:
         self.view_rot = torch.from_numpy(d["view_rot"])
         self.view_center = torch.from_numpy(d["view_center"])
         self.view_scale = torch.from_numpy(d["view_scale"])
+        # the cameras of reference views (data.cameras "random"), (S, V, 15); none for fixed views
+        cameras = d.get("view_cameras")
+        none = torch.zeros(len(self), 0, 15)
+        self.view_cameras = torch.from_numpy(cameras) if cameras is not None else none
 
     def __len__(self) -> int:
         return int(self.surface.shape[0])
@@ -167,10 +172,15 @@ class ShapePool:
                 "this split has no rendered views, so it cannot train or test an image model "
                 "(mesh datasets have none: image models use procedural data)"
             )
+        if kind == "views" and self.view_cameras.shape[1] == 0:
+            raise DataError(
+                "this split has no views with cameras, so it cannot train or test a views model "
+                '(generate one with data.cameras = "random")'
+            )
 
     def observe(
         self, kind: str, idx: torch.Tensor, cfg: DataConfig, gen: torch.Generator, views: torch.Tensor | None
-    ) -> torch.Tensor | None:
+    ) -> ModelInput | None:
         """The model input for shapes ``idx`` (``backend.kinds``: each kind observes its own way)."""
         self.check_kind(kind)
         return input_kind(kind).observe(self, idx, cfg, gen, views)
@@ -238,7 +248,7 @@ class ShapePool:
 
 def validation_set(
     pool: ShapePool, kind: str, cfg: DataConfig, n_points: int, seed: int = 1234
-) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]:
+) -> list[tuple[ModelInput | None, torch.Tensor, torch.Tensor]]:
     """Fixed (inputs, uniform points, occupancy) per shape, for IoU and the choice of tau.
 
     Uniform points in the padded box, as the original's IoU; view 0 for images.

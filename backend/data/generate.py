@@ -27,6 +27,7 @@ from .meshes import prepared_split, voxel_probe_points
 from .render import render
 from .shapes import Frame, ShapeSet, random_rotation, random_shape
 from .surface import grid_points, sample_surface
+from .views import reference_views
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,14 @@ def make_shape(seed: int, split_id: int, index: int, cfg: DataConfig) -> dict[st
     out["surface"] = unit_surface.astype(np.float16)
     out["normals"] = normals.astype(np.float16)
     out["voxels"] = np.packbits(voxelize(shape, cfg.voxel_res))
+    if cfg.cameras == "random":  # reference pictures, each with its camera in the unit frame
+        views = shape.select([0] * cfg.views)
+        images, cameras = reference_views(views.sdf, unit_surface, cfg.views, cfg.image_size, rng)
+        out["images"], out["view_cameras"] = images, cameras
+        out["view_rot"] = np.tile(np.eye(3, dtype=np.float32), (cfg.views, 1, 1))
+        out["view_center"] = np.zeros((cfg.views, 3), np.float32)
+        out["view_scale"] = np.ones(cfg.views, np.float32)
+        return out
     # camera views: a random rotation into the camera frame, then renormalised to the unit box
     rots, centers, scales = [], [], []
     for _ in range(cfg.views):
@@ -137,6 +146,8 @@ def split_key(cfg: DataConfig, split: str, n: int) -> str:
         "image_size": cfg.image_size,
         "views": cfg.views,
     }
+    if cfg.cameras != "fixed":  # the fixed camera's splits keep the names they were cached under
+        fields["cameras"] = cfg.cameras
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 

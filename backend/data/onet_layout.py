@@ -40,6 +40,7 @@ from ..config import DataConfig
 from ..engine.binvox import read_binvox, write_binvox
 from ..engine.types import InputError
 from ..kinds import kind as input_kind
+from ..models.views import ModelInput
 from ..wire.constants import FOV_DEGREES, VOXEL_RES
 from .dataset import Batch, DataError, ShapePool, validation_set
 from .shapes import Frame
@@ -261,7 +262,7 @@ class OnetPool:
 
     def validation_set(
         self, kind: str, cfg: DataConfig, n_points: int, n: int
-    ) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]:
+    ) -> list[tuple[ModelInput | None, torch.Tensor, torch.Tensor]]:
         """``validation_set`` over n objects spread over the split, read one at a time."""
         out = []
         for i in spread(len(self), n):

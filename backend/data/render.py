@@ -50,17 +50,34 @@ def _trace(
     sdf: SdfFn, origin: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor, steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sphere tracing from ``origin`` along ``dirs`` (S, M, 3) between ``near`` and ``far`` ->
-    (hit (S, M) bool, hit points (S, M, 3))."""
-    t = near.expand(dirs.shape[:2]).clone()
-    hit = torch.zeros(dirs.shape[:2], dtype=torch.bool)
+    (hit (S, M) bool, hit points (S, M, 3)).
+
+    Each step evaluates only the rays still marching (per shape, padded to the most any shape
+    has): most rays hit or leave early, and a ray that has stopped would not move again.
+    """
+    s, m = dirs.shape[:2]
+    t = near.expand(s, m).clone()
+    far = far.expand(s, m)
+    start = origin.expand(s, 1, 3) if origin.ndim == 1 else origin
+    hit = torch.zeros(s, m, dtype=torch.bool)
+    rows = torch.arange(s)[:, None]
     for _ in range(steps):
-        d = sdf(origin + t[..., None] * dirs)
-        hit |= d.abs() < 1e-3
-        t = torch.where(hit, t, t + 0.8 * d.clamp(min=-0.05))  # 0.8: some SDFs are bounds, not exact
-        if bool((hit | (t > far)).all()):
+        going = ~hit & (t <= far)
+        count = going.sum(1)
+        k = int(count.max())
+        if k == 0:
             break
+        # the marching rays of each shape first (a stable sort keeps them in order), then padding
+        ray = torch.argsort((~going).to(torch.uint8), dim=1, stable=True)[:, :k]
+        real = torch.arange(k)[None] < count[:, None]
+        tk = t[rows, ray]
+        d = sdf(start + tk[..., None] * dirs[rows, ray])
+        now = (d.abs() < 1e-3) & real
+        step = torch.where(now | ~real, tk, tk + 0.8 * d.clamp(min=-0.05))  # 0.8: some SDFs are bounds
+        t[rows, ray] = torch.where(real, step, t[rows, ray])
+        hit[rows, ray] |= now
     hit &= t < far
-    return hit, origin + t[..., None] * dirs
+    return hit, start + t[..., None] * dirs
 
 
 def _normals(sdf: SdfFn, p: torch.Tensor) -> torch.Tensor:
@@ -161,20 +178,30 @@ def render_views(
     origin = cameras.centre[:, None]
     distance = cameras.centre.norm(dim=-1)[:, None]
     hit, p = _trace(sdf, origin, dirs, (distance - 0.9).clamp(min=0.0), distance + 0.9, steps)
-    n = _normals(sdf, p)
-    n = torch.where((n * dirs).sum(-1, keepdim=True) > 0, -n, n)  # seen from the front
+    # shade only the pixels on the object: each view's hits, padded to the most any view has
+    rank = hit.cumsum(1) - 1  # a hit pixel's place among its view's hits
+    k = max(int(hit.sum(1).max()), 1)
+    view, pixel = hit.nonzero(as_tuple=True)
+    spot = torch.zeros(s, k, dtype=torch.long)
+    spot[view, rank[view, pixel]] = pixel
+    on = torch.gather(p, 1, spot[..., None].expand(-1, -1, 3))  # (S, k, 3)
+    toward = torch.gather(dirs, 1, spot[..., None].expand(-1, -1, 3))
+    n = _normals(sdf, on)
+    n = torch.where((n * toward).sum(-1, keepdim=True) > 0, -n, n)  # seen from the front
     # the key light comes from the camera's side of the object, in the camera's frame
     key = torch.from_numpy(rng.normal(size=(s, 3)).astype(np.float32))
     key[:, 2] = key[:, 2].abs() + 0.3
     light = torch.einsum("vji,vj->vi", cameras.rotation, key / key.norm(dim=-1, keepdim=True))
     ambient = torch.from_numpy(rng.uniform(0.15, 0.4, (s, 1, 1)).astype(np.float32))
     diffuse = (n * light[:, None]).sum(-1, keepdim=True).clamp(min=0)
-    diffuse = diffuse * _soft_shadow(sdf, p + 2e-3 * n, light)[..., None]
-    half_vec = light[:, None] - dirs
+    diffuse = diffuse * _soft_shadow(sdf, on + 2e-3 * n, light)[..., None]
+    half_vec = light[:, None] - toward
     half_vec = half_vec / half_vec.norm(dim=-1, keepdim=True)
     shine = torch.from_numpy(rng.uniform(0.0, 0.4, (s, 1, 1)).astype(np.float32))
     spec = (n * half_vec).sum(-1, keepdim=True).clamp(min=0) ** 32 * shine
-    color = _albedo(p, rng) * (ambient + (1 - ambient) * diffuse) + spec
+    shaded = _albedo(on, rng) * (ambient + (1 - ambient) * diffuse) + spec
+    color = torch.zeros_like(p)
+    color[view, pixel] = shaded[view, rank[view, pixel]]
     backdrops = rng.choice(len(BACKDROPS), size=s, p=BACKDROP_ODDS)
     plain = torch.from_numpy(rng.uniform(0.9, 1.0, (s, 1, 1)).astype(np.float32)).expand(s, 1, 3)
     coloured = torch.from_numpy(rng.uniform(0.0, 1.0, (s, 1, 3)).astype(np.float32))

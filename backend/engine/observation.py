@@ -36,6 +36,7 @@ from ..limits import (
     MAX_POINTS,
     MAX_VOXEL_DIM,
 )
+from ..models.views import ModelInput
 from ..wire.constants import VOXEL_RES
 from .framing import Framing, frame, object_mask
 from .types import InputError
@@ -67,7 +68,7 @@ class UserFrame:
 class Prepared:
     """A model input (batch of one) and the frame that maps the result back."""
 
-    inputs: torch.Tensor | None
+    inputs: ModelInput | None
     frame: UserFrame
     warnings: list[str]
     # a point cloud as the model reads it (normalised): what the surface is fitted to

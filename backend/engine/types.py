@@ -48,6 +48,8 @@ class Observation:
       [-0.5, 0.5]^3).
     - image: (H, W, 3) or (H, W, 4) uint8 or float32 in [0, 1]; ``mask`` (H, W), optional, says
       where the object is (engine/framing.py finds it by alpha or the backdrop otherwise).
+    - views: (V, H, W, 3 or 4) pictures of one object, framed, with ``cameras`` (V, 15), the
+      rows of ``data.cameras.Cameras.to_array`` (a views model; see models/views.py).
     """
 
     points: np.ndarray | None = None
@@ -55,6 +57,8 @@ class Observation:
     bounds: np.ndarray | None = None
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
+    views: np.ndarray | None = None
+    cameras: np.ndarray | None = None
 
 
 @dataclass

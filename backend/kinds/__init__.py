@@ -7,9 +7,12 @@ from .base import InputKind
 from .image import Image
 from .pointcloud import PointCloud, scans_vary
 from .unconditional import Unconditional
+from .views import Views
 from .voxels import Voxels
 
-REGISTRY: dict[str, InputKind] = {k.name: k for k in (PointCloud(), Voxels(), Image(), Unconditional())}
+REGISTRY: dict[str, InputKind] = {
+    k.name: k for k in (PointCloud(), Voxels(), Image(), Views(), Unconditional())
+}
 OBSERVED = {k.array: k for k in REGISTRY.values() if k.array is not None}  # by the array that carries it
 
 

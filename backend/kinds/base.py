@@ -21,6 +21,7 @@ from ..data.augment import apply_to_points, random_symmetries
 from ..engine.observation import Prepared
 from ..engine.types import Observation, ReconstructOptions
 from ..models.local import LocalFeatures
+from ..models.views import ModelInput
 from ..wire.constants import KIND_ARRAYS
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class InputKind:
     # ------------------------------------------------------------------ training data
     def observe(
         self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None
-    ) -> Tensor | None:
+    ) -> ModelInput | None:
         """The network's input for shapes ``idx`` of a pool (``views``: their rendered views)."""
         return None
 
@@ -78,7 +79,9 @@ class InputKind:
         """Random symmetries that map an observation and its shape together (data/augment.py)."""
         return random_symmetries(n, gen)
 
-    def augment(self, inputs: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    def augment(self, inputs: ModelInput, perm: torch.Tensor, sign: torch.Tensor) -> ModelInput:
+        """``inputs`` mapped by the symmetries (``symmetries``) that map the shapes' points."""
+        assert isinstance(inputs, torch.Tensor)
         return apply_to_points(inputs, perm, sign)
 
     # ------------------------------------------------------------------ evaluation

@@ -13,6 +13,7 @@ from ..engine.observation import Prepared, prepare_image
 from ..engine.types import Observation, ReconstructOptions
 from ..models.encoders import ResNet18
 from ..models.local import LocalFeatures, PixelFeatures
+from ..models.views import ModelInput
 from .base import InputKind
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class Image(InputKind):
     def symmetries(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return random_square_symmetries(n, gen)  # only these keep the camera's view axis
 
-    def augment(self, inputs: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    def augment(self, inputs: ModelInput, perm: torch.Tensor, sign: torch.Tensor) -> ModelInput:
+        assert isinstance(inputs, torch.Tensor)
         return apply_to_images(inputs, perm, sign)
 
     def test_observation(

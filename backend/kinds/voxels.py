@@ -13,6 +13,7 @@ from ..engine.observation import Prepared, prepare_voxels
 from ..engine.types import Observation, ReconstructOptions
 from ..models.encoders import VoxelCNN
 from ..models.local import LocalFeatures, VoxelFeatures
+from ..models.views import ModelInput
 from ..wire.constants import VOXEL_RES
 from .base import InputKind
 
@@ -45,7 +46,8 @@ class Voxels(InputKind):
     ) -> Tensor:
         return pool.voxels[idx].float()
 
-    def augment(self, inputs: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    def augment(self, inputs: ModelInput, perm: torch.Tensor, sign: torch.Tensor) -> ModelInput:
+        assert isinstance(inputs, torch.Tensor)
         return apply_to_grids(inputs, perm, sign)
 
     def test_observation(

@@ -21,6 +21,7 @@ from torch import nn
 from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
 from .encoders import GRID_HALF
 from .patches import PatchFeatures, PointEvidence
+from .views import ViewFeatures
 
 VOXEL_SCALES = (1, 2, 4)  # average-pooling factors of the grid pyramid
 
@@ -111,4 +112,5 @@ class PixelFeatures(nn.Module):
         return sampled[:, :, :, 0].transpose(1, 2)
 
 
-LocalFeatures = GridFeatures | GridPatchFeatures | VoxelFeatures | PixelFeatures  # read at each point
+# what the decoder reads at each point
+LocalFeatures = GridFeatures | GridPatchFeatures | VoxelFeatures | PixelFeatures | ViewFeatures

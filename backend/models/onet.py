@@ -11,8 +11,9 @@ from .decoders import DecoderCBatchNorm, DecoderSimple
 from .encoders import LatentPointNet, PointGridUNet, ResNet18
 from .local import GridFeatures, GridPatchFeatures, LocalFeatures, PixelFeatures, VoxelFeatures
 from .patches import NeighbourIndex, PointEvidence
+from .views import MultiViewEncoder, ViewEvidence, ViewFeatures, ViewSet
 
-Evidence = torch.Tensor | PointEvidence  # what ``decode`` reads at each query point
+Evidence = torch.Tensor | PointEvidence | ViewEvidence  # what ``decode`` reads at each query point
 
 
 class ModelInputError(ValueError):
@@ -58,13 +59,24 @@ class OccupancyNetwork(nn.Module):
         self.input_shape = input_shape  # the input's shape after the batch axis (None: any length)
         self.local = local  # reads the observation at each query point (local_features)
 
-    def encode(self, inputs: torch.Tensor | None, batch_size: int = 1) -> torch.Tensor:
+    def encode(self, inputs: torch.Tensor | ViewSet | None, batch_size: int = 1) -> torch.Tensor:
         """Observation -> code c of shape (B, c_dim); an empty (B, 0) code for unconditional models."""
         if self.encoder is None:
             if inputs is not None:
                 raise ModelInputError("an unconditional model takes no observation; pass None")
             return torch.empty(batch_size, 0, device=self._device())
+        if isinstance(self.encoder, MultiViewEncoder):
+            return self.encoder(self._check_views(inputs))
         return self.encoder(self._check_inputs(inputs))
+
+    def _check_views(self, inputs: object) -> ViewSet:
+        if not isinstance(inputs, ViewSet):
+            raise ModelInputError(f"a {self.kind} model takes a ViewSet, got {type(inputs).__name__}")
+        try:
+            inputs.check(int(self.input_shape[-1] or 0))
+        except ValueError as e:
+            raise ModelInputError(str(e)) from None
+        return inputs.to(dtype=self._dtype())
 
     def _check_inputs(self, inputs: object) -> torch.Tensor:
         want = self.input_shape
@@ -87,7 +99,7 @@ class OccupancyNetwork(nn.Module):
         return x
 
     def encode_local(
-        self, inputs: torch.Tensor | None, batch_size: int = 1
+        self, inputs: torch.Tensor | ViewSet | None, batch_size: int = 1
     ) -> tuple[torch.Tensor, Evidence | None]:
         """-> (code c, what ``decode`` reads as ``obs``: a feature grid, the grid with the points and
         their neighbour index, the voxels, an image feature map, or None)."""
@@ -96,6 +108,9 @@ class OccupancyNetwork(nn.Module):
             points = self._check_inputs(inputs)
             c, grid = self.encoder.forward_features(points)
             return c, PointEvidence(grid, points, NeighbourIndex(points))
+        if isinstance(self.local, ViewFeatures):
+            assert isinstance(self.encoder, MultiViewEncoder)
+            return self.encoder.forward_features(self._check_views(inputs))
         if isinstance(self.local, PixelFeatures | GridFeatures):
             assert isinstance(self.encoder, ResNet18 | PointGridUNet)
             return self.encoder.forward_features(self._check_inputs(inputs))
@@ -136,7 +151,7 @@ class OccupancyNetwork(nn.Module):
         return torch.randn(batch_size, self.z_dim, generator=generator).to(self._device())
 
     def loss(
-        self, p: torch.Tensor, occ: torch.Tensor, inputs: torch.Tensor | None
+        self, p: torch.Tensor, occ: torch.Tensor, inputs: torch.Tensor | ViewSet | None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Negative ELBO: BCE summed over the query points (as the original) + KL(q(z) || N(0, I))."""
         p = self._check_points(p)

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .constants import KIND_ARRAYS
 from .frames import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
@@ -45,6 +46,9 @@ from .schemas import (
 
 Parts = list[bytes | memoryview]
 POLL_S = 0.1  # how often a waiting request looks at the backend's silence
+
+
+OBSERVATION_ARRAYS = {name for names in KIND_ARRAYS.values() for name in names}  # reconstruct() takes
 
 
 class BackendError(RuntimeError):
@@ -295,14 +299,15 @@ class BackendProcess:
         *,
         model: str | None = None,
         kind: str | None = None,
-        points: np.ndarray | None = None,
-        voxels: np.ndarray | None = None,
-        bounds: np.ndarray | None = None,
-        image: np.ndarray | None = None,
         options: Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        **given: np.ndarray | None,
     ) -> Pending:
-        given = {"points": points, "voxels": voxels, "bounds": bounds, "image": image}
+        """Reconstruct from an observation's arrays (``points=...``, ``views=..., cameras=...``:
+        the names of ``KIND_ARRAYS``)."""
+        unknown = sorted(set(given) - OBSERVATION_ARRAYS)
+        if unknown:
+            raise TypeError(f"reconstruct() got unknown observation arrays: {', '.join(unknown)}")
         arrays = {name: a for name, a in given.items() if a is not None}
         fields = {"model": model, "kind": kind, "options": dict(options or {})}
         return self.request("reconstruct", fields, arrays, on_progress)

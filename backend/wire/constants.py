@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
-Kind = Literal["pointcloud", "voxels", "image", "unconditional"]  # what a model takes as input
+Kind = Literal["pointcloud", "voxels", "image", "views", "unconditional"]  # what a model takes as input
 MODEL_KINDS: tuple[str, ...] = get_args(Kind)
 # The arrays that carry each kind's observation on the wire: first the observation itself, then
 # optional companions (a voxel grid's bounds); a model without an observation has none.
@@ -13,6 +13,7 @@ KIND_ARRAYS: dict[str, tuple[str, ...]] = {
     "pointcloud": ("points",),
     "voxels": ("voxels", "bounds"),
     "image": ("image",),
+    "views": ("views", "cameras"),  # several pictures (V, H, W, C) and their cameras (V, 15)
     "unconditional": (),
 }
 # The most points one cloud may have: the backend refuses more, the add-on says so before reading them

@@ -99,6 +99,8 @@ SCHEMAS: dict[str, MessageSpec] = {
             "voxels": ArrayRule(("bool", "uint8", *_FLOATS), 3),
             "bounds": ArrayRule(_FLOATS, 2, (3,)),
             "image": ArrayRule(("uint8", *_FLOATS), 3, (3, 4)),
+            "views": ArrayRule(("uint8", *_FLOATS), 4, (3, 4)),  # (V, H, W, C): pictures of one object
+            "cameras": ArrayRule(_FLOATS, 2, (15,)),  # one row per view (backend/engine/views.py)
         },
     ),
     "extract": MessageSpec(

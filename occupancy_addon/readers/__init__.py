@@ -11,9 +11,11 @@ from __future__ import annotations
 from .base import Reader
 from .image import ImageReader
 from .pointcloud import PointCloudReader
+from .views import ViewsReader
 from .voxels import VoxelsReader
 
-READERS: tuple[Reader, ...] = (ImageReader(), VoxelsReader(), PointCloudReader())  # Auto asks in this order
+# Auto asks in this order: several selected views before one image empty
+READERS: tuple[Reader, ...] = (ViewsReader(), ImageReader(), VoxelsReader(), PointCloudReader())
 BY_KIND = {reader.kind: reader for reader in READERS}
 BY_MODE = {reader.mode[0]: reader for reader in READERS}
 

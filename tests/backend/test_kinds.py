@@ -13,24 +13,35 @@ import torch
 
 from backend.checkpoint import ModelMeta
 from backend.config import ModelConfig
+from backend.data.cameras import Cameras
 from backend.engine.types import InputError, Observation, ReconstructOptions
 from backend.kinds import OBSERVED, REGISTRY, kind, observed_kind
 from backend.models import build_model
+from backend.models.views import ViewSet
 from backend.wire.constants import KIND_ARRAYS, MODEL_KINDS
 from occupancy_addon.readers import BY_KIND
 
 TINY = {"hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_hidden": 16, "encoder_width": 4, "image_size": 32}
+PICTURE = np.pad(np.zeros((4, 4, 3), np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=255)  # on white
 EXAMPLE = {
     "points": np.random.default_rng(0).normal(size=(50, 3)),
     "voxels": np.ones((4, 4, 4), bool),
-    "image": np.pad(np.zeros((4, 4, 3), np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=255),
+    "image": PICTURE,
+    "views": np.stack([PICTURE, PICTURE]),  # two cameras that both see the object in the middle
+}
+COMPANIONS = {
+    "views": {
+        "cameras": Cameras.look_at(
+            torch.tensor([[3.0, 0.0, 0.0], [0.0, -3.0, 1.0]]), torch.zeros(2, 3), torch.full((2,), 40.0)
+        ).to_array()
+    }
 }
 
 
 def test_every_kind_on_the_wire_has_one_module_and_the_add_on_reads_the_observed_ones() -> None:
     assert tuple(REGISTRY) == MODEL_KINDS
     assert set(BY_KIND) == {name for name, k in REGISTRY.items() if k.array is not None}
-    with pytest.raises(KeyError, match="known: pointcloud, voxels, image, unconditional"):
+    with pytest.raises(KeyError, match="known: pointcloud, voxels, image, views, unconditional"):
         kind("mesh")
 
 
@@ -40,14 +51,22 @@ def test_an_observation_names_its_kind(array: str) -> None:
 
 
 def test_an_observation_with_two_arrays_or_stray_bounds_is_refused() -> None:
-    with pytest.raises(InputError, match="exactly one of points, voxels or image, got points, image"):
+    with pytest.raises(InputError, match="exactly one of points, voxels, image or views, got points, image"):
         observed_kind(Observation(points=EXAMPLE["points"], image=EXAMPLE["image"]))
     with pytest.raises(InputError, match="bounds only apply to a voxel grid"):
         observed_kind(Observation(points=EXAMPLE["points"], bounds=np.zeros((2, 3))))
 
 
-@pytest.mark.parametrize("name", [n for n, k in REGISTRY.items() if k.array is not None])
-@pytest.mark.parametrize("local", [False, True])
+@pytest.mark.parametrize(
+    ("name", "local"),
+    [
+        (n, local)
+        for n, k in REGISTRY.items()
+        if k.array is not None
+        for local in (False, True)
+        if local or n != "views"  # a views model always reads its views at each point
+    ],
+)
 def test_the_network_takes_what_its_kind_prepares(name: str, local: bool) -> None:
     """A user's observation, prepared by the kind, encodes and decodes in a model of that kind."""
     spec = kind(name)
@@ -55,7 +74,8 @@ def test_the_network_takes_what_its_kind_prepares(name: str, local: bool) -> Non
     model = build_model(cfg).eval()
     assert model.input_shape == spec.input_shape(spec.input_size(cfg))
     meta = ModelMeta("m", name, 0.5, vars(cfg))  # type: ignore[arg-type]
-    prepared = spec.prepare(Observation(**{spec.array: EXAMPLE[spec.array]}), meta, ReconstructOptions())
+    given = {spec.array: EXAMPLE[spec.array], **COMPANIONS.get(name, {})}
+    prepared = spec.prepare(Observation(**given), meta, ReconstructOptions())
     with torch.no_grad():
         c, obs = model.encode_local(prepared.inputs)
         logits = model.decode(torch.zeros(1, 5, 3), None, c, obs)
@@ -69,14 +89,20 @@ def test_the_identity_symmetry_leaves_an_observation_as_it_is(name: str) -> None
     assert (perm.sort(dim=1).values == torch.arange(3)).all() and set(sign.unique().tolist()) <= {-1.0, 1.0}
     if spec.viewed:  # the camera's view axis stays put
         assert (perm[:, 2] == 2).all() and (sign[:, 2] == 1).all()
+    cameras = torch.from_numpy(COMPANIONS["views"]["cameras"])[None].repeat(2, 1, 1)
     inputs = {
         "pointcloud": torch.rand(2, 7, 3),
         "voxels": torch.rand(2, 4, 4, 4),
         "image": torch.rand(2, 3, 6, 6),
+        "views": ViewSet(torch.rand(2, 2, 3, 6, 6), cameras, torch.tensor([1, 2])),
     }
     x = inputs[name]
     same = spec.augment(x, torch.arange(3).repeat(2, 1), torch.ones(2, 3))
-    assert torch.equal(same, x)
+    if isinstance(x, ViewSet):
+        assert isinstance(same, ViewSet) and torch.equal(same.images, x.images)
+        torch.testing.assert_close(same.cameras, x.cameras)
+    else:
+        assert isinstance(same, torch.Tensor) and torch.equal(same, x)
 
 
 def test_the_server_reads_requests_without_loading_torch(repo_root: Path) -> None:

@@ -26,6 +26,7 @@ def main(folder: Path) -> None:
     fixtures.write_model(folder, "pointcloud-sparse", 4, kind="pointcloud", automatic_points=[0, 400])
     fixtures.write_model(folder, "voxels", 1, kind="voxels")
     fixtures.write_model(folder, "image", 2, kind="image")
+    fixtures.write_model(folder, "views", 5, kind="views", local_features=True)
     fixtures.write_model(folder, "unconditional", 3, kind="unconditional", decoder="simple", c_dim=0, z_dim=8)
 
 

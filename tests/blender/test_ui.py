@@ -146,7 +146,8 @@ def test_result_panel_and_device(addon: ModuleType) -> None:
     addon.settings.forget_models()
     models, _ = addon.settings.available_models(bpy.context)
     assert [(m.name, m.kind) for m in models] == [(m["name"], m["kind"]) for m in reported]
-    assert [m.name for m in models] == ["image", "pointcloud", "pointcloud-sparse", "unconditional", "voxels"]
+    names = ["image", "pointcloud", "pointcloud-sparse", "unconditional", "views", "voxels"]
+    assert [m.name for m in models] == names
     assert [m.automatic_points for m in models[1:3]] == [None, (0, 400)]  # as the backend reported it
 
 

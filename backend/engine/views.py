@@ -1,0 +1,203 @@
+"""Several reference pictures of one object with their cameras -> the views model's input.
+
+Each picture is framed as a single picture is (``framing.py``: the object found by alpha, a plain
+backdrop or a mask, cut out onto white and cropped as the training renders are framed), and its
+camera becomes the camera of that crop (``data.cameras.Cameras.crop``), so it stays exact.
+
+The model predicts in the object's frame: centred on the object, its longest side 1. Where the
+object is follows from the cameras: it lies where the rays through the centres of its outlines
+meet (the point nearest all of them, by least squares); its size from how wide the outlines are
+at that distance. With one view there is nothing to meet, so the object is taken to lie where
+that ray passes nearest the world's origin. A view whose camera does not see that point inside
+the object's outline shows something else, and is refused by name.
+
+Camera rows are ``Cameras.to_array``'s: a rotation from world to camera (rows: the camera's
+right, up and backward axes), the camera's position, its focal length and principal point in
+units of half the picture's longest side (focal = 1 / tan(fov / 2) for the field of view across
+that side). Pictures of other shapes are padded to a square around their centre, as framing does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.cameras import ARRAY_WIDTH, Cameras
+from ..models.views import ViewSet
+from .framing import frame, object_mask
+from .observation import Prepared, UserFrame, read_picture, resize_square
+from .types import InputError
+
+MAX_VIEWS = 4  # the views model reads at most this many pictures of one object
+SEEN_MARGIN = 0.5  # a view must see the agreed centre within its outline's box grown by this share
+HULL_CELLS = 48  # the visual hull's grid per axis, over a cube three times the first estimate
+
+
+def _checked_cameras(cameras: object, count: int) -> Cameras:
+    try:
+        rows = np.asarray(cameras, np.float64)
+    except (TypeError, ValueError):
+        raise InputError("cameras must be numbers: one row of 15 per picture") from None
+    if rows.shape != (count, ARRAY_WIDTH):
+        want = f"({count}, {ARRAY_WIDTH})"
+        raise InputError(f"cameras must have shape {want} for {count} picture(s), got {rows.shape}")
+    if not np.isfinite(rows).all():
+        raise InputError("the cameras hold NaN or infinite values")
+    rotation = rows[:, :9].reshape(-1, 3, 3)
+    off = np.abs(rotation @ rotation.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+    if (off > 1e-3).any():
+        which = int(np.argmax(off)) + 1
+        raise InputError(f"camera {which}'s rotation is not a rotation (its rows must be orthonormal)")
+    if (rows[:, 12] <= 0).any():
+        raise InputError(f"camera {int(np.argmin(rows[:, 12])) + 1}'s focal length must be positive")
+    return Cameras.from_array(rows.astype(np.float32))
+
+
+def _ray(camera: Cameras, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The world ray (origin, unit direction) through picture point uv of a single camera."""
+    xy = (uv - camera.principal[0].numpy()) / float(camera.focal[0])
+    d = camera.rotation[0].numpy().T @ np.array([xy[0], xy[1], -1.0])
+    return camera.centre[0].numpy().astype(np.float64), d / np.linalg.norm(d)
+
+
+def _outline_box(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (H, W) mask's box as its (u, v) corners, low and high, in picture coordinates."""
+    rows, cols = np.flatnonzero(found.any(axis=1)), np.flatnonzero(found.any(axis=0))
+    h, w = found.shape
+    half = max(h, w) / 2.0
+    low = np.array([(cols[0] - w / 2) / half, -(rows[-1] + 1 - h / 2) / half])
+    high = np.array([(cols[-1] + 1 - w / 2) / half, -(rows[0] - h / 2) / half])
+    return low, high
+
+
+def _hull_box(
+    masks: list[np.ndarray], cameras: Cameras, centre: np.ndarray, scale: float
+) -> tuple[np.ndarray, float]:
+    """The box of the points that every view sees inside its outline (the visual hull), on a grid
+    around the first estimate -> (its centre, its longest side); the estimate if nothing is left."""
+    step = 3.0 * scale / HULL_CELLS
+    axis = (np.arange(HULL_CELLS) + 0.5) * step - 1.5 * scale
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3) + centre
+    inside = np.ones(len(grid), bool)
+    points = torch.tensor(grid, dtype=torch.float32)
+    for i, mask in enumerate(masks):
+        camera = Cameras.from_rows(cameras.to_rows()[i : i + 1])
+        uv, depth = camera.project(points[None])
+        h, w = mask.shape
+        half = max(h, w) / 2.0
+        col = np.floor(uv[0, :, 0].numpy() * half + w / 2).astype(np.int64)
+        row = np.floor(h / 2 - uv[0, :, 1].numpy() * half).astype(np.int64)
+        on = (depth[0].numpy() > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        seen = np.zeros(len(grid), bool)
+        seen[on] = mask[row[on], col[on]]
+        inside &= seen
+    if not inside.any():
+        return centre, scale
+    low, high = grid[inside].min(0) - step / 2, grid[inside].max(0) + step / 2
+    return (low + high) / 2, float((high - low).max())
+
+
+def _sees(camera: Cameras, box: tuple[np.ndarray, np.ndarray], point: np.ndarray) -> bool:
+    """Whether ``camera`` sees ``point`` in front of it, within its outline's box (grown a little)."""
+    uv, depth = camera.project(torch.tensor(point, dtype=torch.float32)[None, None])
+    lo, hi = box
+    at, grow = uv[0, 0].numpy(), SEEN_MARGIN * (hi - lo) / 2
+    return float(depth) > 0 and bool(((at >= lo - grow) & (at <= hi + grow)).all())
+
+
+def _check_common_object(
+    centre: np.ndarray,
+    rays: list[tuple[np.ndarray, np.ndarray]],
+    boxes: list[tuple[np.ndarray, np.ndarray]],
+    cameras: list[Cameras],
+) -> None:
+    """InputError unless every view sees ``centre`` inside its outline. With three views or more,
+    the odd one out is named: the one without which the others' rays meet most closely, if they
+    see where they meet and it does not."""
+    if all(_sees(c, b, centre) for c, b in zip(cameras, boxes, strict=True)):
+        return
+    if len(cameras) >= 3:
+        candidates = []
+        for i in range(len(cameras)):
+            others = [rays[j] for j in range(len(cameras)) if j != i]
+            point = _meeting_point(others)
+            candidates.append((max(_distance(ray, point) for ray in others), i, point))
+        _, odd, point = min(candidates, key=lambda c: c[0])
+        rest = [j for j in range(len(cameras)) if j != odd]
+        agreed = all(_sees(cameras[j], boxes[j], point) for j in rest)
+        if agreed and not _sees(cameras[odd], boxes[odd], point):
+            raise InputError(
+                f"picture {odd + 1} does not show the object the other pictures agree on: its "
+                "camera does not see the point where their outlines meet (check its camera)"
+            )
+    raise InputError(
+        "the pictures do not show one object: no point lies inside every picture's outline as its "
+        "camera sees it (check the cameras)"
+    )
+
+
+def _distance(ray: tuple[np.ndarray, np.ndarray], point: np.ndarray) -> float:
+    """How far ``point`` lies from the line of ``ray``."""
+    origin, d = ray
+    offset = point - origin
+    return float(np.linalg.norm(offset - (offset @ d) * d))
+
+
+def _meeting_point(rays: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The point nearest all rays (least squares); one ray: its point nearest the world's origin."""
+    if len(rays) == 1:
+        origin, d = rays[0]
+        return origin + max(float(-origin @ d), 1e-3) * d
+    a, b = np.zeros((3, 3)), np.zeros(3)
+    for origin, d in rays:
+        across = np.eye(3) - np.outer(d, d)
+        a += across
+        b += across @ origin
+    if np.linalg.eigvalsh(a)[0] < 1e-6:  # all rays parallel: any point along them would do
+        origin, d = rays[0]
+        return origin + max(float(-origin @ d), 1e-3) * d
+    return np.linalg.solve(a, b)
+
+
+def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
+    """Pictures (V, H, W, 3 or 4) of one object and their cameras (V, 15) -> the views model's
+    input (a ViewSet of one object) and the frame that maps its prediction to the world."""
+    try:
+        count = len(pictures)  # type: ignore[arg-type]
+    except TypeError:
+        raise InputError("views must be a sequence of pictures") from None
+    if not 1 <= count <= MAX_VIEWS:
+        raise InputError(f"a views model takes 1 to {MAX_VIEWS} pictures of one object, got {count}")
+    given = _checked_cameras(cameras, count)
+    images, crops, rays, boxes, masks = [], [], [], [], []
+    for i in range(count):
+        camera = Cameras.from_rows(given.to_rows()[i : i + 1])
+        try:
+            rgb, alpha = read_picture(pictures[i])  # type: ignore[index]
+            weights = object_mask(rgb, alpha)
+            square, framing = frame(rgb, weights)
+        except InputError as e:
+            raise InputError(f"picture {i + 1}: {e}") from None
+        images.append(resize_square(square, size))
+        middle = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
+        crops.append(camera.crop(middle, torch.tensor([framing.side])))
+        masks.append(weights > 0.5)
+        box = _outline_box(masks[-1])
+        boxes.append(box)
+        rays.append(_ray(camera, (box[0] + box[1]) / 2))
+    single = [Cameras.from_rows(given.to_rows()[i : i + 1]) for i in range(count)]
+    centre = _meeting_point(rays)
+    _check_common_object(centre, rays, boxes, single)
+    extent = 0.0
+    for (lo, hi), camera in zip(boxes, single, strict=True):
+        _, depth = camera.project(torch.tensor(centre, dtype=torch.float32)[None, None])
+        extent = max(extent, float((hi - lo).max()) / 2 * float(depth) / float(camera.focal[0]))
+    scale = 2.0 * extent
+    if count > 1:  # several outlines carve the object's box out of space: the visual hull's box
+        centre, scale = _hull_box(masks, given, centre, scale)
+    origin = torch.tensor(centre, dtype=torch.float32)
+    to_unit = [Cameras(c.rotation, (c.centre - origin) / scale, c.focal, c.principal) for c in crops]
+    stacked = torch.cat([c.to_rows() for c in to_unit])[None]
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()[None] / 255.0
+    views = ViewSet(pixels, stacked, torch.tensor([count]))
+    return Prepared(views, UserFrame(centre, scale), [])
