@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
+from ..wire.views import CAMERA_ROW, look_at_rows
 
 FOV_RANGE = (20.0, 60.0)  # degrees
 ELEVATION_RANGE = (-10.0, 60.0)  # degrees above the horizon
 ROLL_LIMIT = 10.0  # degrees either way
 FILL_RANGE = (0.5, 0.95)  # the silhouette's longest side over the picture's
 FRAMING_ITERATIONS = 10  # distance corrections: the fill then lies within about 0.01 of the drawn one
-ARRAY_WIDTH = 15  # rotation (9), centre (3), focal (1), principal point (2)
+ARRAY_WIDTH = CAMERA_ROW  # rotation (9), centre (3), focal (1), principal point (2)
 
 
 @dataclass(frozen=True)
@@ -65,22 +66,9 @@ class Cameras:
         fov_degrees: torch.Tensor,
         roll_degrees: torch.Tensor | None = None,
     ) -> Cameras:
-        """Cameras at ``eye`` (V, 3) looking at ``target`` (V, 3), with the world's +z up in the
-        picture (+y when looking straight up or down), turned by ``roll`` about the view axis."""
-        forward = target - eye
-        forward = forward / forward.norm(dim=-1, keepdim=True)
-        up = torch.tensor([0.0, 0.0, 1.0]).expand_as(forward)
-        vertical = (forward * up).sum(-1).abs() > 0.999
-        up = torch.where(vertical[:, None], torch.tensor([0.0, 1.0, 0.0]), up)
-        x = torch.linalg.cross(forward, up)
-        x = x / x.norm(dim=-1, keepdim=True)
-        y = torch.linalg.cross(x, forward)
-        if roll_degrees is not None:
-            a = torch.deg2rad(roll_degrees)[:, None]
-            x, y = x * torch.cos(a) + y * torch.sin(a), y * torch.cos(a) - x * torch.sin(a)
-        rotation = torch.stack([x, y, -forward], 1)
-        focal = 1.0 / torch.tan(torch.deg2rad(fov_degrees) / 2)
-        return Cameras(rotation, eye.clone(), focal, torch.zeros(len(eye), 2))
+        """Cameras at ``eye`` (V, 3) looking at ``target`` (V, 3) (``wire.views.look_at_rows``)."""
+        roll = None if roll_degrees is None else roll_degrees.numpy()
+        return Cameras.from_array(look_at_rows(eye.numpy(), target.numpy(), fov_degrees.numpy(), roll))
 
     def to_camera(self, p: torch.Tensor) -> torch.Tensor:
         """World points (V, M, 3), one set per camera -> the same points in each camera's frame."""

@@ -4,6 +4,7 @@
   the first three columns), .npy holding an (N, 3) array.
 - Voxel grids: .npy holding an (X, Y, Z) array indexed [x, y, z], .binvox.
 - Images: .png, .jpg, .jpeg, .bmp, .webp.
+- Reference views: .json, a camera file naming each picture and its camera (``camera_file.py``).
 
 A voxel grid spans [-0.5, 0.5]^3 unless ``bounds`` says otherwise (a binvox file carries
 its own bounds, which ``bounds`` overrides).
@@ -19,12 +20,13 @@ from PIL import Image
 
 from ..limits import MAX_IMAGE_SIDE, MAX_POINTS
 from .binvox import read_binvox
+from .camera_file import read_camera_file
 from .observation import check_file_size, check_image_size, check_point_count, check_voxel_shape
 from .types import InputError, Observation
 
 POINT_SUFFIXES = {".ply", ".xyz", ".txt", ".pts"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-SUFFIXES = sorted(POINT_SUFFIXES | IMAGE_SUFFIXES | {".npy", ".binvox"})
+SUFFIXES = sorted(POINT_SUFFIXES | IMAGE_SUFFIXES | {".npy", ".binvox", ".json"})
 PLY_HEADER_BYTES = 65_536  # a PLY header is a few lines; one this long is not a PLY file
 # the size of each binary PLY property type, to compare what a header declares to the file
 PLY_TYPE_BYTES = {
@@ -178,6 +180,15 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"cannot read {path} as an image: {e or type(e).__name__}") from None
 
 
+def _read_picture_file(path: Path) -> np.ndarray:
+    """One picture of a camera file, by the rules for any picture."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"{path.name!r} is not a picture: use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
+    if not path.is_file():
+        raise InputError(f"picture not found: {path}")
+    return _read_image(path)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """A picture's object mask from an image file -> (H, W) float32 in [0, 1]: its alpha if it
     has transparency, else its brightness (white marks the object)."""
@@ -213,6 +224,8 @@ def read_observation(
         return Observation(points=_read_text(path))
     if suffix in IMAGE_SUFFIXES:
         return Observation(image=_read_image(path), mask=None if mask is None else read_mask(mask))
+    if suffix == ".json":
+        return read_camera_file(path, _read_picture_file)
     if suffix == ".binvox":
         grid = read_binvox(path)
         return Observation(voxels=grid.voxels, bounds=grid.bounds if bounds is None else bounds)

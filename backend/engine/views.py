@@ -30,7 +30,6 @@ from .types import InputError
 
 MAX_VIEWS = 4  # the views model reads at most this many pictures of one object
 SEEN_MARGIN = 0.5  # a view must see the agreed centre within its outline's box grown by this share
-HULL_CELLS = 48  # the visual hull's grid per axis, over a cube three times the first estimate
 
 
 def _checked_cameras(cameras: object, count: int) -> Cameras:
@@ -68,33 +67,6 @@ def _outline_box(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low = np.array([(cols[0] - w / 2) / half, -(rows[-1] + 1 - h / 2) / half])
     high = np.array([(cols[-1] + 1 - w / 2) / half, -(rows[0] - h / 2) / half])
     return low, high
-
-
-def _hull_box(
-    masks: list[np.ndarray], cameras: Cameras, centre: np.ndarray, scale: float
-) -> tuple[np.ndarray, float]:
-    """The box of the points that every view sees inside its outline (the visual hull), on a grid
-    around the first estimate -> (its centre, its longest side); the estimate if nothing is left."""
-    step = 3.0 * scale / HULL_CELLS
-    axis = (np.arange(HULL_CELLS) + 0.5) * step - 1.5 * scale
-    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3) + centre
-    inside = np.ones(len(grid), bool)
-    points = torch.tensor(grid, dtype=torch.float32)
-    for i, mask in enumerate(masks):
-        camera = Cameras.from_rows(cameras.to_rows()[i : i + 1])
-        uv, depth = camera.project(points[None])
-        h, w = mask.shape
-        half = max(h, w) / 2.0
-        col = np.floor(uv[0, :, 0].numpy() * half + w / 2).astype(np.int64)
-        row = np.floor(h / 2 - uv[0, :, 1].numpy() * half).astype(np.int64)
-        on = (depth[0].numpy() > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        seen = np.zeros(len(grid), bool)
-        seen[on] = mask[row[on], col[on]]
-        inside &= seen
-    if not inside.any():
-        return centre, scale
-    low, high = grid[inside].min(0) - step / 2, grid[inside].max(0) + step / 2
-    return (low + high) / 2, float((high - low).max())
 
 
 def _sees(camera: Cameras, box: tuple[np.ndarray, np.ndarray], point: np.ndarray) -> bool:
@@ -169,7 +141,7 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
     if not 1 <= count <= MAX_VIEWS:
         raise InputError(f"a views model takes 1 to {MAX_VIEWS} pictures of one object, got {count}")
     given = _checked_cameras(cameras, count)
-    images, crops, rays, boxes, masks = [], [], [], [], []
+    images, crops, rays, boxes = [], [], [], []
     for i in range(count):
         camera = Cameras.from_rows(given.to_rows()[i : i + 1])
         try:
@@ -181,8 +153,7 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
         images.append(resize_square(square, size))
         middle = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
         crops.append(camera.crop(middle, torch.tensor([framing.side])))
-        masks.append(weights > 0.5)
-        box = _outline_box(masks[-1])
+        box = _outline_box(weights > 0.5)
         boxes.append(box)
         rays.append(_ray(camera, (box[0] + box[1]) / 2))
     single = [Cameras.from_rows(given.to_rows()[i : i + 1]) for i in range(count)]
@@ -193,8 +164,6 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
         _, depth = camera.project(torch.tensor(centre, dtype=torch.float32)[None, None])
         extent = max(extent, float((hi - lo).max()) / 2 * float(depth) / float(camera.focal[0]))
     scale = 2.0 * extent
-    if count > 1:  # several outlines carve the object's box out of space: the visual hull's box
-        centre, scale = _hull_box(masks, given, centre, scale)
     origin = torch.tensor(centre, dtype=torch.float32)
     to_unit = [Cameras(c.rotation, (c.centre - origin) / scale, c.focal, c.principal) for c in crops]
     stacked = torch.cat([c.to_rows() for c in to_unit])[None]

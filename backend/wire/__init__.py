@@ -72,6 +72,7 @@ from .schemas import (
     MessageError,
     validate,
 )
+from .views import CAMERA_ROW, look_at_rows, pad_views
 
 __all__ = [
     "CAMERA_DISTANCE",
@@ -127,6 +128,9 @@ __all__ = [
     "automatic_points",
     "pick_automatic",
     "point_budget",
+    "CAMERA_ROW",
+    "look_at_rows",
+    "pad_views",
     "read_model_header",
     "validate",
     "write_parts",

@@ -9,9 +9,8 @@ the orthographic view does. Camera rows follow ``backend/engine/views.py``: a wo
 rotation, the camera's position, then focal length and principal point in units of half the
 picture's longest side.
 
-Pictures go on the wire as one stack: each is padded to the largest one's square around its
-centre (with its transparent border, or its own edge colour, so a plain backdrop stays plain)
-and its camera is adjusted to the padded picture, exactly.
+Pictures go on the wire as one stack (``backend/wire/views.py``: each padded to the largest one's
+square, its camera adjusted to the padded picture exactly).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from typing import Any
 import bpy
 import numpy as np
 
+from ..backend_link import load_protocol
 from ..errors import UserError
 from ..placement import image_extent
 from ..scene_data import InputChoice, InputData, image_size, is_image_empty, world_matrix
@@ -101,12 +101,8 @@ class ViewsReader(Reader):
             pictures.append(read_image(picture))
             width, height = image_size(picture)
             cameras.append(camera_row(view, width, height))
-        side = max(max(p.shape[:2]) for p in pictures)
-        stacked = np.stack([_padded(p, side) for p in pictures])
-        rows = np.stack(
-            [_scaled(row, max(p.shape[:2]) / side) for row, p in zip(cameras, pictures, strict=True)]
-        )
-        return InputData(choice, {"views": stacked, "cameras": rows.astype(np.float32)}, np.eye(4))
+        stacked, rows = load_protocol().pad_views(pictures, np.stack(cameras))
+        return InputData(choice, {"views": stacked, "cameras": rows}, np.eye(4))
 
 
 def camera_row(obj: bpy.types.Object, width: int, height: int) -> np.ndarray:
@@ -139,23 +135,3 @@ def camera_row(obj: bpy.types.Object, width: int, height: int) -> np.ndarray:
         focal = distance / (size / 2.0)
         principal = np.zeros(2)
     return np.concatenate([axes.T.reshape(-1), centre, [focal], principal])
-
-
-def _scaled(row: np.ndarray, share: float) -> np.ndarray:
-    """A camera row for its picture padded to a square ``1 / share`` times its longest side."""
-    out = row.copy()
-    out[12] *= share
-    out[13:15] *= share
-    return out
-
-
-def _padded(picture: np.ndarray, side: int) -> np.ndarray:
-    """An (H, W, C) picture as (side, side, 4), centred: a transparent picture gets a transparent
-    border, an opaque one its own edge colour."""
-    h, w = picture.shape[:2]
-    rgba = picture if picture.shape[2] == 4 else np.concatenate([picture, np.ones((h, w, 1), np.float32)], 2)
-    top, left = (side - h) // 2, (side - w) // 2
-    pad = ((top, side - h - top), (left, side - w - left), (0, 0))
-    if float(rgba[..., 3].min()) < 0.99:
-        return np.pad(rgba, pad, constant_values=0.0)
-    return np.pad(rgba, pad, mode="edge")
