@@ -138,7 +138,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "input",
         type=Path,
-        help="point cloud (.ply .xyz .npy), voxel grid (.npy .binvox) or image (.png .jpg)",
+        help="point cloud (.ply .xyz .npy), voxel grid (.npy .binvox), image (.png .jpg), or a camera "
+        "file of reference views (.json; see the README)",
     )
     p.add_argument(
         "--bounds",
