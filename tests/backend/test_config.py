@@ -70,7 +70,7 @@ def test_an_empty_config_is_the_default() -> None:
         ('[data]\nclasses = "chairs"\n', r"data.classes must be a list of class folder names"),
         ('[data]\nclasses = ["03001627"]\n', r"data.classes needs data.source to be a dataset in the"),
         ('[model]\nkind = "image"\n[data]\nviews = 0\n', r"an image model needs data.views >= 1"),
-        ('[model]\nkind = "views"\nlocal_features = true\n', r'views model trains on .* cameras = "random"'),
+        ('[model]\nkind = "views"\nlocal_features = true\n', r'views model trains on .*cameras = "random"'),
         ('[model]\nkind = "views"\n[data]\ncameras = "random"\n', r"a views model reads every view .*"),
         ('[data]\ncameras = "random"\n', r'data.cameras = "random" shoots the views model\'s data'),
         ('[data]\ncameras = "any"\n', r"data.cameras must be one of fixed, random, got 'any'"),
