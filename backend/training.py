@@ -117,7 +117,7 @@ def _load_model_of(
 ) -> tuple[OccupancyNetwork, ModelMeta]:
     """Load a model file for ``purpose`` ("start from", "average"). ResumeError if it is unreadable
     or not this config's network; with ``may_grow`` it may also read fewer pixel stages, or no
-    patches of neighbours."""
+    patches of neighbours, or be the image model a views model grows from (one view each)."""
     try:
         model, meta = load_checkpoint(path)
     except CheckpointError as e:
@@ -127,6 +127,8 @@ def _load_model_of(
         had = replace(had, pixel_stages=want.pixel_stages)
     if may_grow and had.neighbours == 0:
         had = replace(had, neighbours=want.neighbours, patch_width=want.patch_width)
+    if may_grow and (had.kind, want.kind) == ("image", "views"):
+        had = replace(had, kind="views")
     if had != want:
         raise ResumeError(
             f"cannot {purpose} {path}: its model config {meta.config} differs from the config's "
@@ -146,13 +148,17 @@ def _start_from(
     The provenance nests: a model fine-tuned from a fine-tuned model names every earlier stage.
 
     ResumeError unless it is the same network, or this one differs only in reading more of the
-    observation at each point: more pixel stages, or patches of neighbours.
+    observation at each point: more pixel stages, patches of neighbours, or several views (a
+    views model from the image model: the same ResNet reads every view, and the decoder reads the
+    views' mean where it read the one picture).
     """
     source, meta = loaded or _load_model_of(path, cfg, "start from", may_grow=True)
     # the new inputs append feature channels to the decoder's input: their weights start at
     # zero, so the new network computes exactly what the old one did and learns to use them;
     # the modules that compute them (the patch MLP) keep their fresh initialisation
     state = source.state_dict()
+    if meta.kind == "image" and cfg.model.kind == "views":
+        state = {(f"encoder.net.{k[8:]}" if k.startswith("encoder.") else k): v for k, v in state.items()}
     w = state["decoder.fc_p.weight"]
     wanted = model.get_parameter("decoder.fc_p.weight").shape[1]
     state["decoder.fc_p.weight"] = torch.cat([w, w.new_zeros(w.shape[0], wanted - w.shape[1])], 1)

@@ -13,7 +13,9 @@ import torch
 
 from backend.checkpoint import ModelMeta, load_checkpoint, save_weights
 from backend.config import Config, config_from_dict
+from backend.data.cameras import Cameras
 from backend.models import build_model
+from backend.models.views import ViewSet
 from backend.training import TAUS, ResumeError, _start_from, average_weights, train
 from tests.backend.tiny_runs import tiny_config
 
@@ -176,6 +178,32 @@ def test_a_run_can_start_from_a_model_that_reads_fewer_pixel_stages(tmp_path: Pa
     wider = config(pixel_stages=3, hidden=32)
     with pytest.raises(ResumeError, match="differs"):
         _start_from(build_model(wider.model), first, wider)
+
+
+def test_a_views_model_can_start_from_the_image_model(tmp_path: Path) -> None:
+    """Seen through the image model's own camera, one view gives exactly the image model's
+    prediction: the same ResNet, and the views' mean where the one picture's features were."""
+    model_cfg = {"hidden": 16, "n_blocks": 2, "c_dim": 16, "encoder_width": 4, "image_size": 32}
+    model_cfg |= {"local_features": True, "pixel_stages": 2}
+    image_cfg = config_from_dict({"model": {**model_cfg, "kind": "image"}, "data": {"image_size": 32}})
+    views_data = {"image_size": 32, "cameras": "random", "views": 2}
+    views_cfg = config_from_dict({"model": {**model_cfg, "kind": "views"}, "data": views_data})
+    old = build_model(image_cfg.model).eval()
+    first = tmp_path / "image.safetensors"
+    save_weights(first, old, ModelMeta("pictures", "image", 0.5, image_cfg.to_dict()["model"]), half=False)
+    new = build_model(views_cfg.model)
+    assert _start_from(new, first, views_cfg)["name"] == "pictures"
+    new.eval()
+    image, p = torch.rand(2, 3, 32, 32), torch.rand(2, 100, 3) - 0.5
+    cameras = torch.from_numpy(Cameras.canonical(2).to_array())[:, None]  # one view each
+    views = ViewSet(image[:, None], cameras, torch.tensor([1, 1]))
+    with torch.no_grad():
+        c_old, obs_old = old.encode_local(image)
+        c_new, obs_new = new.encode_local(views)
+        torch.testing.assert_close(new.decode(p, None, c_new, obs_new), old.decode(p, None, c_old, obs_old))
+    other = config_from_dict({"model": {**model_cfg, "kind": "views", "hidden": 32}, "data": views_data})
+    with pytest.raises(ResumeError, match="differs"):
+        _start_from(build_model(other.model), first, other)
 
 
 def test_averaging_runs_gives_the_mean_weights_with_a_fresh_tau(tmp_path: Path) -> None:
