@@ -50,6 +50,7 @@ from .engine.extract import check_tau
 from .engine.grid import check_resolution
 from .engine.reconstructor import Reconstructor
 from .engine.types import InputError, MeshResult, Observation, ReconstructOptions
+from .engine.views import MAX_VIEWS
 from .kinds import kind as input_kind
 from .limits import MAX_EVAL_SHAPES, MAX_POINTS
 
@@ -369,7 +370,9 @@ def observation_config(meta: ModelMeta, settings: EvalSettings) -> DataConfig:
         n_points=int(n_points) if isinstance(n_points, int) and n_points > 0 else DEFAULT_POINTS,
         noise=float(noise) if isinstance(noise, int | float) and noise >= 0 else DEFAULT_NOISE,
         image_size=int(meta.config.get("image_size", 64)),
-        views=1,  # the original tests single-view models on view 0
+        # the original tests single-view models on view 0; a views model reads the first --views
+        views=MAX_VIEWS if meta.kind == "views" else 1,
+        cameras="random" if meta.kind == "views" else "fixed",
         padding=PADDING,
     )
 

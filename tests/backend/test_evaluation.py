@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ from backend.evaluation import (
     volume_iou,
     voxel_occupancy,
 )
+from tests.backend.conftest import write_model
 
 
 def plane(n: int = 4000, z: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -255,3 +257,34 @@ def test_a_broken_model_file_is_reported_by_a_real_process(tmp_path: Path, repo_
     )
     assert proc.returncode == 2 and "is not a safetensors model file" in proc.stderr
     assert "Traceback" not in proc.stderr and sorted(tmp_path.iterdir()) == [broken]
+
+
+def test_a_views_model_is_evaluated_on_its_first_views(tmp_path: Path, eval_data: Path) -> None:
+    """Held-out shapes shot as users shoot them, the first --views of them given, with cameras
+    that see the shape where its pictures show it."""
+    from backend.data.cameras import Cameras
+    from backend.engine.reconstructor import Reconstructor
+    from backend.evaluation import EvalSettings, test_cases
+
+    write_model(tmp_path, "views", 6, kind="views", local_features=True)
+    settings = EvalSettings(n=1, surface_points=20000, iou_points=1000, data_dir=eval_data)
+    settings.views = 2
+    _, meta = Reconstructor("cpu", weights_dir=tmp_path).load("views")
+    (case,) = test_cases("views", meta, settings, progress=False)
+    pictures, cameras = case.observation.views, case.observation.cameras
+    assert pictures is not None and cameras is not None
+    size = int(meta.config["image_size"])
+    assert pictures.shape == (2, size, size, 3) and cameras.shape == (2, 15)
+    uv, depth = Cameras.from_array(cameras).project(
+        torch.from_numpy(case.surface[::10]).float().expand(2, -1, -1)
+    )
+    col = ((uv[..., 0] + 1) / 2 * size).long().clamp(0, size - 1)
+    row = ((1 - uv[..., 1]) / 2 * size).long().clamp(0, size - 1)
+    for v in range(2):
+        assert (pictures[v][row[v], col[v]].astype(int).sum(-1) < 3 * 250).mean() > 0.95  # on the object
+    out = tmp_path / "views.json"
+    argv = ["evaluate", str(tmp_path / "views.safetensors"), "--n", "1", "--resolution", "32", "--views", "2"]
+    argv += ["--iou-points", "2000", "--surface-points", "2000", "--data-dir", str(eval_data)]
+    assert main([*argv, "--json", str(out), "--tau", "0.45", "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["views"] == 2 and math.isfinite(result["mean"]["iou"])
