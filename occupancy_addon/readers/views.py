@@ -20,6 +20,7 @@ from typing import Any
 import bpy
 import numpy as np
 
+from .. import settings
 from ..backend_link import load_protocol
 from ..errors import UserError
 from ..placement import image_extent
@@ -65,9 +66,13 @@ class ViewsReader(Reader):
     )
 
     def claims(self, obj: bpy.types.Object, context: bpy.types.Context, evaluated: bool) -> bool:
-        """On Auto: two or more selected views, the active object one of them."""
+        """On Auto: two or more selected views, the active object one of them, and a views model
+        to read them (without one, an active image empty stays a single picture)."""
         views = selected_views(context)
-        return len(views) >= 2 and obj in views
+        if len(views) < 2 or obj not in views:
+            return False
+        models, _ = settings.available_models(context)
+        return any(m.kind == self.kind for m in models)
 
     def detect(self, obj: MaybeObject, context: Context, evaluated: bool, image: MaybeImage) -> InputChoice:
         views = selected_views(context)

@@ -4,6 +4,9 @@ the cameras that took them, checked against Blender's own projection."""
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from pathlib import Path
 from types import ModuleType
 
 import bpy
@@ -145,6 +148,29 @@ def test_one_image_empty_is_an_image_and_too_many_views_are_refused(addon: Modul
         addon.scene_inputs.detect(bpy.context, cameras[0])  # one view alone: Auto does not take it
     choice = addon.scene_inputs.detect(bpy.context, cameras[0], mode="VIEWS")
     assert choice.description == "Views: 1 (A)"
+
+
+def test_without_a_views_model_the_active_image_empty_stays_a_picture(
+    addon: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empties = []
+    for i in range(2):
+        empty = bpy.data.objects.new(f"Ref{i}", None)
+        empty.empty_display_type = "IMAGE"
+        empty.data = picture(f"ref{i}.png")
+        bpy.context.scene.collection.objects.link(empty)
+        empty.select_set(True)
+        empties.append(empty)
+    bpy.context.view_layer.objects.active = empties[0]
+    assert addon.scene_inputs.detect(bpy.context, empties[0]).kind == "views"
+    no_views = tmp_path / "weights"
+    no_views.mkdir()
+    for model in Path(os.environ["OCC_WEIGHTS_DIR"]).glob("*.safetensors"):
+        if model.stem != "views":
+            shutil.copy(model, no_views / model.name)
+    monkeypatch.setenv("OCC_WEIGHTS_DIR", str(no_views))
+    addon.settings.forget_models()
+    assert addon.scene_inputs.detect(bpy.context, empties[0]).kind == "image"
 
 
 def test_views_reconstruct_where_they_agree_and_bad_pictures_change_nothing(addon: ModuleType) -> None:
