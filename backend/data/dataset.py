@@ -22,7 +22,7 @@ import torch
 
 from ..config import DataConfig
 from ..kinds import kind as input_kind
-from ..models.views import ModelInput
+from ..models.views import ModelInput, ViewSet
 from .augment import apply_to_points
 from .scans import candidates
 from .shapes import Frame, ShapeSet
@@ -229,7 +229,10 @@ class ShapePool:
             b, n_near, 3, generator=gen
         )
         points = torch.cat([uniform, near], dim=1)
-        return Batch(inputs, points, self._occupancy(points, idx, views))
+        occ = self._occupancy(points, idx, views)
+        if isinstance(inputs, ViewSet):  # into the frame the views place the object in
+            points = inputs.into_frame(points)
+        return Batch(inputs, points, occ)
 
     def uniform_labelled(
         self, idx: torch.Tensor, n: int, padding: float, gen: torch.Generator, views: torch.Tensor | None
@@ -260,5 +263,7 @@ def validation_set(
         views = torch.zeros(1, dtype=torch.long) if input_kind(kind).viewed else None
         inputs = pool.observe(kind, idx, cfg, gen, views)
         pts, occ = pool.uniform_labelled(idx, n_points, cfg.padding, gen, views)
+        if isinstance(inputs, ViewSet):
+            pts = inputs.into_frame(pts)
         out.append((inputs, pts, occ))
     return out

@@ -59,7 +59,7 @@ def _ray(camera: Cameras, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return camera.centre[0].numpy().astype(np.float64), d / np.linalg.norm(d)
 
 
-def _outline_box(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def outline_box(found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (H, W) mask's box as its (u, v) corners, low and high, in picture coordinates."""
     rows, cols = np.flatnonzero(found.any(axis=1)), np.flatnonzero(found.any(axis=0))
     h, w = found.shape
@@ -131,6 +131,23 @@ def _meeting_point(rays: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return np.linalg.solve(a, b)
 
 
+def object_frame(boxes: list[tuple[np.ndarray, np.ndarray]], cameras: Cameras) -> tuple[np.ndarray, float]:
+    """Where the object is and how large, from its outlines' boxes in each picture (``outline_box``)
+    and the pictures' cameras: the point where the rays through the boxes' centres meet, and the
+    widest box's width at that distance. Training shows the views model its shapes in this same
+    frame (``kinds/views.py``), so it learns to predict in the frame the engine will give it.
+    InputError when the views do not show one object."""
+    single = [Cameras.from_rows(cameras.to_rows()[i : i + 1]) for i in range(len(boxes))]
+    rays = [_ray(camera, (lo + hi) / 2) for (lo, hi), camera in zip(boxes, single, strict=True)]
+    centre = _meeting_point(rays)
+    _check_common_object(centre, rays, boxes, single)
+    extent = 0.0
+    for (lo, hi), camera in zip(boxes, single, strict=True):
+        _, depth = camera.project(torch.tensor(centre, dtype=torch.float32)[None, None])
+        extent = max(extent, float((hi - lo).max()) / 2 * float(depth) / float(camera.focal[0]))
+    return centre, 2.0 * extent
+
+
 def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
     """Pictures (V, H, W, 3 or 4) of one object and their cameras (V, 15) -> the views model's
     input (a ViewSet of one object) and the frame that maps its prediction to the world."""
@@ -141,7 +158,7 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
     if not 1 <= count <= MAX_VIEWS:
         raise InputError(f"a views model takes 1 to {MAX_VIEWS} pictures of one object, got {count}")
     given = _checked_cameras(cameras, count)
-    images, crops, rays, boxes = [], [], [], []
+    images, crops, boxes = [], [], []
     for i in range(count):
         camera = Cameras.from_rows(given.to_rows()[i : i + 1])
         try:
@@ -153,17 +170,8 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
         images.append(resize_square(square, size))
         middle = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
         crops.append(camera.crop(middle, torch.tensor([framing.side])))
-        box = _outline_box(weights > 0.5)
-        boxes.append(box)
-        rays.append(_ray(camera, (box[0] + box[1]) / 2))
-    single = [Cameras.from_rows(given.to_rows()[i : i + 1]) for i in range(count)]
-    centre = _meeting_point(rays)
-    _check_common_object(centre, rays, boxes, single)
-    extent = 0.0
-    for (lo, hi), camera in zip(boxes, single, strict=True):
-        _, depth = camera.project(torch.tensor(centre, dtype=torch.float32)[None, None])
-        extent = max(extent, float((hi - lo).max()) / 2 * float(depth) / float(camera.focal[0]))
-    scale = 2.0 * extent
+        boxes.append(outline_box(weights > 0.5))
+    centre, scale = object_frame(boxes, given)
     origin = torch.tensor(centre, dtype=torch.float32)
     to_unit = [Cameras(c.rotation, (c.centre - origin) / scale, c.focal, c.principal) for c in crops]
     stacked = torch.cat([c.to_rows() for c in to_unit])[None]

@@ -29,11 +29,20 @@ class ViewSet:
     images: torch.Tensor  # (B, V, 3, H, W) in [0, 1]
     cameras: torch.Tensor  # (B, V, ARRAY_WIDTH): ``Cameras.to_array`` rows, in the object's frame
     count: torch.Tensor  # (B,) int64, 1..V
+    # training only: where the object's frame lies in the shapes' unit frame, (B, 4) as centre
+    # and scale, so that the query points can be taken into it (``kinds/views.py``)
+    frame: torch.Tensor | None = None
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ViewSet:
         images = self.images.to(device=device, dtype=dtype)
         cameras = self.cameras.to(device=images.device, dtype=images.dtype)
-        return ViewSet(images, cameras, self.count.to(images.device))
+        return ViewSet(images, cameras, self.count.to(images.device), self.frame)
+
+    def into_frame(self, points: torch.Tensor) -> torch.Tensor:
+        """Unit-frame points (B, M, 3) in the views' object frame (as they are without ``frame``)."""
+        if self.frame is None:
+            return points
+        return (points - self.frame[:, None, :3]) / self.frame[:, None, 3:]
 
     @property
     def valid(self) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -55,3 +57,33 @@ def test_an_object_the_colour_of_its_backdrop_is_framed_by_its_true_mask() -> No
     assert abs(float(cropped[0, 0, 1] - cropped[0, 1, 1]) / 2 - 40 / side) < 1e-3
     # the box lies 4 pixels above the picture's centre; the crop keeps within TRAINING_OFFSET of both
     assert 0.0 < float(cropped[0, :, 1].mean()) <= 2 * TRAINING_OFFSET + 2 / side
+
+
+def test_training_shows_the_views_model_its_shape_in_the_engines_frame(tmp_path: Path) -> None:
+    """The object's frame comes from its outlines and cameras: training uses the very frame the
+    engine will compute from the same pictures, and takes the query points into it."""
+    from backend.config import DataConfig
+    from backend.data.dataset import ShapePool
+    from backend.data.generate import build_split
+    from backend.engine.views import prepare_views
+    from backend.models.views import ViewSet
+
+    cfg = DataConfig(surface_points=3000, views=3, cameras="random", image_size=32, query_points=64)
+    pool = ShapePool(build_split(cfg, "val", 1, tmp_path, workers=1))
+    gen = torch.Generator().manual_seed(0)
+    batch = pool.batch("views", torch.tensor([0, 0, 0]), cfg, gen)
+    views = batch.inputs
+    assert isinstance(views, ViewSet) and views.frame is not None
+    for b in range(3):
+        n = int(views.count[b])
+        pictures = (views.images[b, :n].permute(0, 2, 3, 1) * 255).round().byte().numpy()
+        unit_cameras = views.cameras[b, :n].clone()  # back in the unit frame, as the pool stores them
+        unit_cameras[:, 9:12] = unit_cameras[:, 9:12] * views.frame[b, 3] + views.frame[b, :3]
+        engine = prepare_views(pictures, unit_cameras.numpy(), 32).frame
+        np.testing.assert_allclose(engine.center, views.frame[b, :3].numpy(), atol=1e-4)
+        assert abs(engine.scale - float(views.frame[b, 3])) < 1e-4
+    # the labels stay those of the unit frame's points: taken back, the points are inside as labelled
+    assert pool.shapes is not None
+    back = batch.points * views.frame[:, None, 3:] + views.frame[:, None, :3]
+    inside = pool.shapes.select(torch.tensor([0, 0, 0])).occupancy(back)
+    assert torch.equal(inside, batch.occ)
