@@ -33,6 +33,14 @@ def random_square_symmetries(n: int, gen: torch.Generator) -> tuple[torch.Tensor
     return torch.cat([perm, torch.full((n, 1), 2)], 1), torch.cat([sign, torch.ones(n, 1)], 1)
 
 
+def symmetry_matrices(perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """The (n, 3, 3) matrices of these symmetries, (M p)_i = sign_i p_perm_i: for what maps with
+    the points but is not a point (cameras)."""
+    matrices = torch.zeros(len(perm), 3, 3)
+    matrices.scatter_(2, perm[:, :, None], sign[:, :, None])
+    return matrices
+
+
 def apply_to_points(points: torch.Tensor, perm: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """Map (B, M, 3) points by each row's symmetry."""
     index = perm[:, None, :].expand(-1, points.shape[1], -1)

@@ -14,6 +14,7 @@ import torch
 from torch import Generator, Tensor, nn
 
 from ..config import DataConfig, ModelConfig
+from ..data.augment import symmetry_matrices
 from ..data.cameras import Cameras
 from ..engine.framing import object_mask
 from ..engine.observation import Prepared
@@ -40,13 +41,6 @@ def engine_frame(pictures: np.ndarray, cameras: Tensor) -> Tensor:
     except InputError:
         return torch.tensor([0.0, 0.0, 0.0, 1.0])
     return torch.tensor([*centre, scale], dtype=torch.float32)
-
-
-def symmetry_matrices(perm: Tensor, sign: Tensor) -> Tensor:
-    """The (n, 3, 3) matrices of ``data.augment``'s symmetries: (M p)_i = sign_i p_perm_i."""
-    matrices = torch.zeros(len(perm), 3, 3)
-    matrices.scatter_(2, perm[:, :, None], sign[:, :, None])
-    return matrices
 
 
 class Views(InputKind):

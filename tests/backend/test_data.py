@@ -16,6 +16,7 @@ from backend.data.augment import (
     apply_to_points,
     random_square_symmetries,
     random_symmetries,
+    symmetry_matrices,
 )
 from backend.data.dataset import DataError, ShapePool, validation_set
 from backend.data.generate import build_split, make_shape
@@ -272,3 +273,12 @@ def test_augmented_image_batches_show_the_mapped_shape(split: Path) -> None:
     assert on_object(batch.inputs, batch.points)[inside].float().mean() > 0.9
     # an image left unmapped would disagree with the mapped labels
     assert on_object(plain.inputs, batch.points)[inside].float().mean() < 0.85
+
+
+def test_symmetry_matrices_map_as_the_symmetries_map_points() -> None:
+    perm, sign = random_symmetries(48, torch.Generator().manual_seed(3))
+    points = torch.rand(48, 10, 3) - 0.5
+    matrices = symmetry_matrices(perm, sign)
+    torch.testing.assert_close(
+        torch.einsum("bij,bmj->bmi", matrices, points), apply_to_points(points, perm, sign)
+    )
