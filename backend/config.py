@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from .wire.constants import MODEL_KINDS as KINDS
 from .wire.constants import VOXEL_RES, Kind
+from .wire.views import VIEW_SETS
 
-CAMERA_STYLES = ("fixed", "random")  # data.cameras
+CAMERA_STYLES = ("fixed", "random", *VIEW_SETS)  # data.cameras
 
 
 class ConfigError(ValueError):
@@ -128,7 +129,8 @@ class DataConfig:
     # how the views are shot: "fixed", the image models' one camera turned around the shape (the
     # prediction is in its frame); "random", as users shoot reference pictures (data/views.py:
     # any field of view, framing, elevation and look, framed as the engine frames a picture),
-    # each view with its camera in the shape's own frame (the multi-view model)
+    # each view with its camera in the shape's own frame (the views model); or a named set of
+    # views ("front-side", "front-side-top": wire/views.py), shot so, for evaluation
     cameras: str = "fixed"
     # training batches are mapped by a random symmetry per shape (data/augment.py): of the cube,
     # or for image models, whose frame is the camera's, of the square image plane
@@ -168,6 +170,11 @@ class DataConfig:
             raise ConfigError("data.partial_scans needs data.scan_views >= 1")
         if self.cameras not in CAMERA_STYLES:
             raise ConfigError(f"data.cameras must be one of {', '.join(CAMERA_STYLES)}, got {self.cameras!r}")
+        if self.cameras in VIEW_SETS and self.views != len(VIEW_SETS[self.cameras]):
+            count = len(VIEW_SETS[self.cameras])
+            raise ConfigError(
+                f'data.cameras = "{self.cameras}" shoots {count} views: set data.views = {count}'
+            )
         if not 0.0 <= self.near_surface_ratio <= 1.0:
             raise ConfigError(f"data.near_surface_ratio must lie in [0, 1], got {self.near_surface_ratio}")
 
@@ -293,13 +300,15 @@ def config_from_dict(d: dict[str, Any]) -> Config:
     if cfg.model.kind == "image" and cfg.data.views < 1:
         raise ConfigError("an image model needs data.views >= 1 rendered views per shape")
     if cfg.model.kind == "views" and (
-        cfg.data.source != "procedural" or cfg.data.cameras != "random" or cfg.data.views < 1
+        cfg.data.source != "procedural" or cfg.data.cameras == "fixed" or cfg.data.views < 1
     ):
         raise ConfigError(
             'a views model trains on procedural shapes with data.cameras = "random" and data.views >= 1'
         )
     if cfg.model.kind != "views" and cfg.data.cameras != "fixed":
-        raise ConfigError('data.cameras = "random" shoots the views model\'s data: use model.kind = "views"')
+        raise ConfigError(
+            f'data.cameras = "{cfg.data.cameras}" shoots the views model\'s data: use model.kind = "views"'
+        )
     return cfg
 
 

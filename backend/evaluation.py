@@ -53,6 +53,7 @@ from .engine.types import InputError, MeshResult, Observation, ReconstructOption
 from .engine.views import MAX_VIEWS
 from .kinds import kind as input_kind
 from .limits import MAX_EVAL_SHAPES, MAX_POINTS
+from .wire.views import VIEW_SETS
 
 DEFAULT_POINTS, DEFAULT_NOISE = 300, 0.005  # the original's point-cloud setting
 PADDING = 0.1
@@ -87,7 +88,8 @@ class EvalSettings:
     # partial scan (0: the whole surface)
     points: int | None = None
     noise: float | None = None
-    views: int = 0
+    views: int = 0  # views models: the first this many views (0: all of them)
+    view_set: str = ""  # views models: a named set of views (wire.views.VIEW_SETS); "": random ones
     fit_points: bool = True  # point clouds: the surface fitted to the points (engine/fit.py), as by default
 
     def reconstruct_options(self) -> ReconstructOptions:
@@ -110,6 +112,8 @@ class EvalSettings:
             raise InputError(f"noise must lie in [0, 0.5), got {self.noise}")
         if not 0 <= self.views <= 16:
             raise InputError(f"views must be 0 (the whole surface) to 16, got {self.views}")
+        if self.view_set and self.view_set not in VIEW_SETS:
+            raise InputError(f"view set must be one of {', '.join(VIEW_SETS)}, got {self.view_set!r}")
         if not (0 < self.fscore_threshold < 1):
             raise InputError(f"the F-score threshold must lie in (0, 1), got {self.fscore_threshold}")
         check_resolution(self.resolution)
@@ -371,10 +375,18 @@ def observation_config(meta: ModelMeta, settings: EvalSettings) -> DataConfig:
         noise=float(noise) if isinstance(noise, int | float) and noise >= 0 else DEFAULT_NOISE,
         image_size=int(meta.config.get("image_size", 64)),
         # the original tests single-view models on view 0; a views model reads the first --views
-        views=MAX_VIEWS if meta.kind == "views" else 1,
-        cameras="random" if meta.kind == "views" else "fixed",
+        # of 4 random ones, or a named set
+        views=_stored_views(meta, settings),
+        cameras=(settings.view_set or "random") if meta.kind == "views" else "fixed",
         padding=PADDING,
     )
+
+
+def _stored_views(meta: ModelMeta, settings: EvalSettings) -> int:
+    """Views per held-out shape: a named set's, 4 random ones for a views model, else 1."""
+    if meta.kind != "views":
+        return 1
+    return len(VIEW_SETS[settings.view_set]) if settings.view_set else MAX_VIEWS
 
 
 def _stream(seed: int, shape: int, purpose: int) -> int:

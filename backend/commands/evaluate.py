@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..wire.views import VIEW_SETS
 from .reconstruct import add_fit_argument
 
 if TYPE_CHECKING:
@@ -43,7 +44,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--noise", type=float, help="point clouds: noise std (default: the model's own, or 0.005)")
     p.add_argument(
-        "--views", type=int, default=0, help="point clouds: a partial scan from this many viewpoints (0: all)"
+        "--views",
+        type=int,
+        default=0,
+        help="point clouds: a partial scan from this many viewpoints (0: all); views models: the "
+        "first this many of each shape's views (0: all)",
+    )
+    p.add_argument(
+        "--view-set",
+        default="",
+        help="views models: a named set of views instead of random ones: " + ", ".join(VIEW_SETS),
     )
     add_fit_argument(p)
     p.add_argument(
@@ -171,6 +181,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         points=args.points,
         noise=args.noise,
         views=args.views,
+        view_set=args.view_set,
         fit_points=args.fit,
     )
 

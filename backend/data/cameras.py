@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
-from ..wire.views import CAMERA_ROW, look_at_rows
+from ..wire.views import CAMERA_ROW, VIEW_SETS, look_at_rows
 
 FOV_RANGE = (20.0, 60.0)  # degrees
 ELEVATION_RANGE = (-10.0, 60.0)  # degrees above the horizon
 ROLL_LIMIT = 10.0  # degrees either way
 FILL_RANGE = (0.5, 0.95)  # the silhouette's longest side over the picture's
+SET_FOV_DEGREES, SET_FILL = 40.0, 0.75  # a named set's cameras (front, side, top)
 FRAMING_ITERATIONS = 10  # distance corrections: the fill then lies within about 0.01 of the drawn one
 ARRAY_WIDTH = CAMERA_ROW  # rotation (9), centre (3), focal (1), principal point (2)
 
@@ -128,26 +129,49 @@ class Cameras:
 
 def random_cameras(surface: np.ndarray, n: int, rng: np.random.Generator) -> Cameras:
     """n cameras around an object given by its surface samples (K, 3), each drawn from the ranges
-    above and moved along its view axis until the object's silhouette fills the drawn share of
-    the picture (measured on the samples' projection, so a flat object seen edge-on is framed by
-    its real outline, not its bounding sphere)."""
+    above and framed as drawn (``framed_cameras``)."""
+    azimuth = np.radians(rng.uniform(0.0, 360.0, n))
+    elevation = np.radians(rng.uniform(*ELEVATION_RANGE, n))
+    fov = rng.uniform(*FOV_RANGE, n)
+    roll = rng.uniform(-ROLL_LIMIT, ROLL_LIMIT, n)
+    fill = rng.uniform(*FILL_RANGE, n)
+    ground = np.cos(elevation)
+    direction = np.stack([ground * np.cos(azimuth), ground * np.sin(azimuth), np.sin(elevation)], 1)
+    return framed_cameras(surface, direction, fov, roll, fill)
+
+
+def set_cameras(surface: np.ndarray, name: str) -> Cameras:
+    """The cameras of a named set of views (``wire.views.VIEW_SETS``: front, side, top), framed
+    as a modeller frames reference pictures (``SET_FOV_DEGREES``, ``SET_FILL``)."""
+    direction = np.asarray(VIEW_SETS[name], np.float64)
+    n = len(direction)
+    return framed_cameras(surface, direction, np.full(n, SET_FOV_DEGREES), np.zeros(n), np.full(n, SET_FILL))
+
+
+def framed_cameras(
+    surface: np.ndarray, direction: np.ndarray, fov: np.ndarray, roll: np.ndarray, fill: np.ndarray
+) -> Cameras:
+    """Cameras looking at an object (its surface samples, (K, 3)) from the unit ``direction``s
+    (n, 3), with fields of view ``fov`` (degrees) and ``roll``, each moved along its view axis
+    until the object's silhouette fills ``fill`` of the picture (measured on the samples'
+    projection, so a flat object seen edge-on is framed by its real outline, not its bounding
+    sphere)."""
     points = torch.as_tensor(np.asarray(surface, np.float32))
     target = 0.5 * (points.min(0).values + points.max(0).values)
     radius = float((points - target).norm(dim=-1).max())
-    azimuth = np.radians(rng.uniform(0.0, 360.0, n))
-    elevation = np.radians(rng.uniform(*ELEVATION_RANGE, n))
-    fov = torch.from_numpy(rng.uniform(*FOV_RANGE, n).astype(np.float32))
-    roll = torch.from_numpy(rng.uniform(-ROLL_LIMIT, ROLL_LIMIT, n).astype(np.float32))
-    fill = torch.from_numpy(rng.uniform(*FILL_RANGE, n).astype(np.float32))
-    ground = np.cos(elevation)
-    direction = np.stack([ground * np.cos(azimuth), ground * np.sin(azimuth), np.sin(elevation)], 1)
-    direction = torch.from_numpy(direction.astype(np.float32))
+    n = len(direction)
+    direction_t = torch.from_numpy(np.asarray(direction, np.float32))
+    fov_t = torch.from_numpy(np.asarray(fov, np.float32))
+    roll_t = torch.from_numpy(np.asarray(roll, np.float32))
+    fill_t = torch.from_numpy(np.asarray(fill, np.float32))
     # a sphere of the object's radius fills `fill` at this distance; then correct by measurement
-    distance = radius / torch.sin(torch.atan(fill * torch.tan(torch.deg2rad(fov) / 2)))
+    distance = radius / torch.sin(torch.atan(fill_t * torch.tan(torch.deg2rad(fov_t) / 2)))
     for _ in range(FRAMING_ITERATIONS):
-        cameras = Cameras.look_at(target + direction * distance[:, None], target.expand(n, 3), fov, roll)
+        cameras = Cameras.look_at(
+            target + direction_t * distance[:, None], target.expand(n, 3), fov_t, roll_t
+        )
         uv, _ = cameras.project(points.expand(n, -1, -1))
         extent = (uv.max(1).values - uv.min(1).values).max(-1).values / 2  # of the picture's side
         # the silhouette shrinks about as 1 / distance, measured from the object's centre
-        distance = (distance * extent / fill).clamp(min=radius * 1.05)
-    return Cameras.look_at(target + direction * distance[:, None], target.expand(n, 3), fov, roll)
+        distance = (distance * extent / fill_t).clamp(min=radius * 1.05)
+    return Cameras.look_at(target + direction_t * distance[:, None], target.expand(n, 3), fov_t, roll_t)

@@ -17,7 +17,7 @@ import torch
 from ..engine.framing import frame, object_mask
 from ..engine.observation import resize_square
 from ..engine.types import InputError
-from .cameras import ARRAY_WIDTH, Cameras, random_cameras
+from .cameras import ARRAY_WIDTH, Cameras, random_cameras, set_cameras
 from .render import SdfFn, render_views
 
 RENDER_SIZE = 128  # pictures are drawn at this size, then framed and shrunk to the model's
@@ -48,11 +48,12 @@ def frame_view(rgba: np.ndarray, mask: np.ndarray, camera: Cameras, size: int) -
 
 
 def reference_views(
-    sdf: SdfFn, surface: np.ndarray, n: int, size: int, rng: np.random.Generator
+    sdf: SdfFn, surface: np.ndarray, n: int, size: int, rng: np.random.Generator, view_set: str = ""
 ) -> tuple[np.ndarray, np.ndarray]:
     """n framed views of one object (``sdf`` batched over n views, in the frame of ``surface``)
-    -> pictures (n, size, size, 3) uint8 and their cameras (n, ARRAY_WIDTH) float32."""
-    cameras = random_cameras(surface, n, rng)
+    -> pictures (n, size, size, 3) uint8 and their cameras (n, ARRAY_WIDTH) float32. The cameras
+    are drawn at random, or are those of a named set (``set_cameras``)."""
+    cameras = set_cameras(surface, view_set) if view_set else random_cameras(surface, n, rng)
     rgba, masks = render_views(sdf, cameras, RENDER_SIZE, rng)
     images = np.empty((n, size, size, 3), np.uint8)
     framed = np.empty((n, ARRAY_WIDTH), np.float32)

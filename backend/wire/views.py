@@ -17,6 +17,13 @@ import numpy as np
 
 CAMERA_ROW = 15
 WORLD_UP = np.array([0.0, 0.0, 1.0])  # Blender's
+# named sets of reference views, as a modeller sets them up in Blender: the directions from the
+# object to each camera (front: Blender's front view, looking along +y; side: its right view;
+# top: looking down)
+VIEW_SETS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "front-side": ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0)),
+    "front-side-top": ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+}
 
 
 def look_at_rows(

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import torch
 
-from backend.data.cameras import ELEVATION_RANGE, FILL_RANGE, FOV_RANGE, Cameras, random_cameras
+from backend.data.cameras import (
+    ELEVATION_RANGE,
+    FILL_RANGE,
+    FOV_RANGE,
+    SET_FILL,
+    Cameras,
+    random_cameras,
+    set_cameras,
+)
 from backend.data.render import render_views
 from backend.models.local import project
 
@@ -116,3 +124,21 @@ def test_views_are_drawn_through_their_cameras() -> None:
                 assert np.array_equal(alpha[i] == 255, mask[i])
         found.extend(transparent)
     assert any(found) and not all(found)
+
+
+def test_a_named_set_looks_from_the_front_the_side_and_above() -> None:
+    rng = np.random.default_rng(4)
+    surface = rng.uniform(-0.5, 0.5, (3000, 3)) * [1.0, 0.4, 0.7]
+    cameras = set_cameras(surface, "front-side-top")
+    centre = torch.tensor(0.5 * (surface.min(0) + surface.max(0)), dtype=torch.float32)
+    seen_from = cameras.centre - centre
+    seen_from = seen_from / seen_from.norm(dim=-1, keepdim=True)
+    expected = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(seen_from, expected, atol=1e-5, rtol=0)
+    up = cameras.rotation[:, 1]  # the camera's up axis in the world: +z, and +y seen from above
+    torch.testing.assert_close(
+        up, torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), atol=1e-5, rtol=0
+    )
+    uv, _ = cameras.project(torch.tensor(surface, dtype=torch.float32).expand(3, -1, -1))
+    fill = (uv.max(1).values - uv.min(1).values).max(-1).values / 2
+    torch.testing.assert_close(fill, torch.full((3,), SET_FILL), atol=0.015, rtol=0)

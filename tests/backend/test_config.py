@@ -73,7 +73,14 @@ def test_an_empty_config_is_the_default() -> None:
         ('[model]\nkind = "views"\nlocal_features = true\n', r'views model trains on .*cameras = "random"'),
         ('[model]\nkind = "views"\n[data]\ncameras = "random"\n', r"a views model reads every view .*"),
         ('[data]\ncameras = "random"\n', r'data.cameras = "random" shoots the views model\'s data'),
-        ('[data]\ncameras = "any"\n', r"data.cameras must be one of fixed, random, got 'any'"),
+        (
+            '[data]\ncameras = "any"\n',
+            r"data.cameras must be one of fixed, random, front-side, front-side-top, got 'any'",
+        ),
+        (
+            '[data]\ncameras = "front-side"\nviews = 3\n',
+            r'data.cameras = "front-side" shoots 2 views: set data.views = 2',
+        ),
         ('[data]\naugment = "yes"\n', r"\[data\] augment must be true or false, got 'yes'"),
         ("[model]\nlocal_features = 1\n", r"\[model\] local_features must be true or false, got 1"),
         ("[model]\npixel_stages = 5\n", r"model.pixel_stages must be 1 to 4 \(ResNet-18 stages\), got 5"),
