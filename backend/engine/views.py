@@ -30,6 +30,8 @@ from .types import InputError
 
 MAX_VIEWS = 4  # the views model reads at most this many pictures of one object
 SEEN_MARGIN = 0.5  # a view must see the agreed centre within its outline's box grown by this share
+# the weight of the world's origin against the rays: rays 6 degrees apart or more outweigh it
+RAY_PRIOR = 0.01
 
 
 def _checked_cameras(cameras: object, count: int) -> Cameras:
@@ -116,18 +118,15 @@ def _distance(ray: tuple[np.ndarray, np.ndarray], point: np.ndarray) -> float:
 
 
 def _meeting_point(rays: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The point nearest all rays (least squares); one ray: its point nearest the world's origin."""
-    if len(rays) == 1:
-        origin, d = rays[0]
-        return origin + max(float(-origin @ d), 1e-3) * d
-    a, b = np.zeros((3, 3)), np.zeros(3)
+    """The point nearest all rays (least squares), held lightly (``RAY_PRIOR``) to where the rays
+    pass nearest the world's origin. Rays that cross settle it alone; along rays that do not (one
+    view, or views from almost one direction, whose depth they cannot tell) the prior decides."""
+    nearest = [origin + max(float(-origin @ d), 1e-3) * d for origin, d in rays]
+    a, b = RAY_PRIOR * np.eye(3), RAY_PRIOR * np.mean(nearest, axis=0)
     for origin, d in rays:
         across = np.eye(3) - np.outer(d, d)
         a += across
         b += across @ origin
-    if np.linalg.eigvalsh(a)[0] < 1e-6:  # all rays parallel: any point along them would do
-        origin, d = rays[0]
-        return origin + max(float(-origin @ d), 1e-3) * d
     return np.linalg.solve(a, b)
 
 
