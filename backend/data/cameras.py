@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
 from ..wire.views import CAMERA_ROW, VIEW_SETS, look_at_rows
+
+if TYPE_CHECKING:
+    from ..engine.framing import Framing
 
 FOV_RANGE = (20.0, 60.0)  # degrees
 ELEVATION_RANGE = (-10.0, 60.0)  # degrees above the horizon
@@ -95,12 +99,24 @@ class Cameras:
         d = torch.einsum("vji,vmj->vmi", self.rotation, d)  # camera to world: the rotation's transpose
         return d / d.norm(dim=-1, keepdim=True)
 
+    def one(self, i: int) -> Cameras:
+        """Camera ``i`` alone."""
+        return Cameras(
+            self.rotation[i : i + 1], self.centre[i : i + 1], self.focal[i : i + 1], self.principal[i : i + 1]
+        )
+
     def crop(self, centre: torch.Tensor, half: torch.Tensor) -> Cameras:
         """The cameras of square crops with centre ``centre`` (V, 2) in (u, v) and half-side ``half``
         (V,) in the same units: the crop spans -1..1 again."""
         return Cameras(
             self.rotation, self.centre, self.focal / half, (self.principal - centre) / half[:, None]
         )
+
+    def framed(self, framing: Framing) -> Cameras:
+        """This one camera for its picture cropped as ``engine.framing.frame`` crops it (the crop's
+        centre and side are in units of the picture's longest side: twice that in (u, v))."""
+        centre = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
+        return self.crop(centre, torch.tensor([framing.side]))
 
     def to_rows(self) -> torch.Tensor:
         """(V, ARRAY_WIDTH): rotation, centre, focal and principal point, one camera per row."""

@@ -12,7 +12,6 @@ several views put their evidence in one place.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..engine.framing import frame, object_mask
 from ..engine.observation import resize_square
@@ -42,9 +41,7 @@ def frame_view(rgba: np.ndarray, mask: np.ndarray, camera: Cameras, size: int) -
     except InputError:
         weights = mask.astype(np.float32)
     square, framing = frame(rgb, weights)
-    # the crop in picture coordinates (-1..1 across the square picture, v up): centre and half-side
-    centre = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
-    return resize_square(square, size), camera.crop(centre, torch.tensor([framing.side]))
+    return resize_square(square, size), camera.framed(framing)
 
 
 def reference_views(
@@ -58,7 +55,6 @@ def reference_views(
     images = np.empty((n, size, size, 3), np.uint8)
     framed = np.empty((n, ARRAY_WIDTH), np.float32)
     for i in range(n):
-        one = Cameras.from_array(cameras.to_array()[i : i + 1])
-        images[i], crop = frame_view(rgba[i], masks[i], one, size)
+        images[i], crop = frame_view(rgba[i], masks[i], cameras.one(i), size)
         framed[i] = crop.to_array()[0]
     return images, framed

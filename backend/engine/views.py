@@ -24,11 +24,11 @@ import torch
 
 from ..data.cameras import ARRAY_WIDTH, Cameras
 from ..models.views import ViewSet
+from ..wire.views import MAX_VIEWS
 from .framing import frame, object_mask
 from .observation import Prepared, UserFrame, read_picture, resize_square
 from .types import InputError
 
-MAX_VIEWS = 4  # the views model reads at most this many pictures of one object
 SEEN_MARGIN = 0.5  # a view must see the agreed centre within its outline's box grown by this share
 # the weight of the world's origin against the rays: rays 6 degrees apart or more outweigh it
 RAY_PRIOR = 0.01
@@ -136,7 +136,7 @@ def object_frame(boxes: list[tuple[np.ndarray, np.ndarray]], cameras: Cameras) -
     widest box's width at that distance. Training shows the views model its shapes in this same
     frame (``kinds/views.py``), so it learns to predict in the frame the engine will give it.
     InputError when the views do not show one object."""
-    single = [Cameras.from_rows(cameras.to_rows()[i : i + 1]) for i in range(len(boxes))]
+    single = [cameras.one(i) for i in range(len(boxes))]
     rays = [_ray(camera, (lo + hi) / 2) for (lo, hi), camera in zip(boxes, single, strict=True)]
     centre = _meeting_point(rays)
     _check_common_object(centre, rays, boxes, single)
@@ -159,7 +159,6 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
     given = _checked_cameras(cameras, count)
     images, crops, boxes = [], [], []
     for i in range(count):
-        camera = Cameras.from_rows(given.to_rows()[i : i + 1])
         try:
             rgb, alpha = read_picture(pictures[i])  # type: ignore[index]
             weights = object_mask(rgb, alpha)
@@ -167,8 +166,7 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
         except InputError as e:
             raise InputError(f"picture {i + 1}: {e}") from None
         images.append(resize_square(square, size))
-        middle = torch.tensor([[2.0 * framing.centre[0], 2.0 * framing.centre[1]]])
-        crops.append(camera.crop(middle, torch.tensor([framing.side])))
+        crops.append(given.one(i).framed(framing))
         boxes.append(outline_box(weights > 0.5))
     centre, scale = object_frame(boxes, given)
     origin = torch.tensor(centre, dtype=torch.float32)

@@ -72,7 +72,7 @@ from .schemas import (
     MessageError,
     validate,
 )
-from .views import CAMERA_ROW, look_at_rows, pad_views
+from .views import CAMERA_ROW, MAX_VIEWS, look_at_rows, pad_views
 
 __all__ = [
     "CAMERA_DISTANCE",
@@ -129,6 +129,7 @@ __all__ = [
     "pick_automatic",
     "point_budget",
     "CAMERA_ROW",
+    "MAX_VIEWS",
     "look_at_rows",
     "pad_views",
     "read_model_header",

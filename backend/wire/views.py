@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 CAMERA_ROW = 15
+MAX_VIEWS = 4  # a views model reads at most this many pictures of one object
 WORLD_UP = np.array([0.0, 0.0, 1.0])  # Blender's
 # named sets of reference views, as a modeller sets them up in Blender: the directions from the
 # object to each camera (front: Blender's front view, looking along +y; side: its right view;

@@ -28,7 +28,6 @@ from ..scene_data import InputChoice, InputData, image_size, is_image_empty, wor
 from .base import Context, MaybeImage, MaybeObject, Reader
 from .image import check_image_size, read_image
 
-MAX_VIEWS = 4  # the views model reads at most this many
 FAR = 100.0  # an image empty's camera stands this many picture sizes behind it
 
 
@@ -80,8 +79,9 @@ class ViewsReader(Reader):
             raise UserError(
                 "No reference views selected: select image empties or cameras with a background image"
             )
-        if len(views) > MAX_VIEWS:
-            raise UserError(f"Select at most {MAX_VIEWS} reference views: {len(views)} are selected")
+        most = load_protocol().MAX_VIEWS
+        if len(views) > most:
+            raise UserError(f"Select at most {most} reference views: {len(views)} are selected")
         for view in views:
             picture = view_picture(view)
             assert picture is not None
