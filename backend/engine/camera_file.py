@@ -6,10 +6,12 @@ camera, read into the views model's observation.
       {"image": "side.png", "position": [5, 0, 1], "look_at": [0, 0, 1], "fov_degrees": 40,
        "roll_degrees": 0},
       {"image": "top.png", "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "position": [0, 0, 6],
-       "focal": 2.75, "principal": [0, 0]}
+       "focal": 2.75, "principal": [0, 0], "mask": "top-mask.png"}
     ]}
 
-Picture paths are relative to the file. A camera stands at ``position`` and either looks at
+Picture paths are relative to the file. A view may name a ``mask``, a picture of the same size
+whose white (or opaque) pixels mark the object, for a picture whose backdrop is not plain; it
+becomes that picture's transparency. A camera stands at ``position`` and either looks at
 ``look_at`` (the world's +z up in the picture, turned by ``roll_degrees``) or is turned by
 ``rotation``, the world-to-camera rotation (its rows: the camera's right, up and backward axes;
 it looks down its -z, as Blender's cameras do). Its lens is ``fov_degrees`` across the picture's
@@ -27,15 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from ..wire.views import CAMERA_ROW, look_at_rows, pad_views
+from ..wire.views import CAMERA_ROW, as_rgba, look_at_rows, pad_views
+from .framing import mask_weights
 from .types import InputError, Observation
 
 MAX_FILE_BYTES = 1 << 20  # a camera file is a few hundred bytes
 
 
-def read_camera_file(path: Path, read_picture: Any) -> Observation:
-    """The views and cameras a camera file describes; ``read_picture(path)`` reads one picture.
-    InputError names the view and the key that is wrong."""
+def read_camera_file(path: Path, read_picture: Any, read_mask: Any) -> Observation:
+    """The views and cameras a camera file describes; ``read_picture(path)`` reads one picture and
+    ``read_mask(path)`` one mask. InputError names the view and the key that is wrong."""
     if path.stat().st_size > MAX_FILE_BYTES:
         raise InputError(f"{path} is not a camera file: it has more than {MAX_FILE_BYTES:,} bytes")
     try:
@@ -52,10 +55,27 @@ def read_camera_file(path: Path, read_picture: Any) -> Observation:
         image = view.get("image")
         if not isinstance(image, str):
             raise InputError(f'view {number} in {path} needs "image": the picture\'s file')
-        pictures.append(read_picture(path.parent / image))
-        rows.append(_camera_row(view, f"view {number} in {path}"))
+        where = f"view {number} in {path}"
+        picture = read_picture(path.parent / image)
+        if "mask" in view:
+            if not isinstance(view["mask"], str):
+                raise InputError(f'{where}: "mask" must name a picture file')
+            picture = _masked(picture, read_mask(path.parent / view["mask"]), where)
+        pictures.append(picture)
+        rows.append(_camera_row(view, where))
     stack, cameras = pad_views(pictures, np.stack(rows))
     return Observation(views=stack, cameras=cameras)
+
+
+def _masked(picture: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
+    """The picture (H, W, 4) with the mask as its transparency, so the engine frames it as a
+    cut-out picture."""
+    rgba = as_rgba(picture)
+    try:
+        rgba[..., 3] = mask_weights(mask, rgba.shape[:2])
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    return rgba
 
 
 def _vector(view: dict[str, Any], key: str, size: int, where: str) -> np.ndarray:

@@ -66,11 +66,7 @@ def object_mask(
     share.
     """
     if mask is not None:
-        weights = np.asarray(mask, np.float32)
-        if weights.shape != rgb.shape[:2]:
-            size, picture = weights.shape[::-1], rgb.shape[1::-1]
-            raise InputError(f"the mask is {size} pixels but the picture is {picture}")
-        return np.clip(weights / max(float(weights.max()), 1e-6), 0.0, 1.0)
+        return mask_weights(mask, rgb.shape[:2])
     if alpha is not None and float(alpha.min()) < 0.99:
         return alpha.astype(np.float32)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
@@ -84,6 +80,23 @@ def object_mask(
     distance = np.abs(rgb - backdrop).max(axis=2)
     # soft edges: anti-aliased pixels between backdrop and object get partial weight
     return np.clip((distance - BORDER_TOLERANCE / 2) / (BORDER_TOLERANCE / 2), 0.0, 1.0)
+
+
+def mask_weights(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask the user gives for a picture of ``shape`` (H, W) -> weights in [0, 1] (its brightest
+    value is the object). InputError if it does not fit the picture, marks nothing, or marks
+    everything: a mask is the user's word on where the object is, so it is never second-guessed."""
+    weights = np.asarray(mask, np.float32)
+    if weights.shape != tuple(shape):
+        raise InputError(f"the mask is {weights.shape[::-1]} pixels but the picture is {tuple(shape)[::-1]}")
+    if not np.isfinite(weights).all():
+        raise InputError("the mask holds NaN or infinite values")
+    found = weights > 0.5 * float(weights.max())
+    if float(weights.max()) <= 0 or int(found.sum()) < MIN_OBJECT_PIXELS:
+        raise InputError("the mask is empty: it marks no object (white or opaque marks the object)")
+    if found.all():
+        raise InputError("the mask covers the whole picture: it must leave background around the object")
+    return np.clip(weights / float(weights.max()), 0.0, 1.0)
 
 
 def frame(rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, Framing]:

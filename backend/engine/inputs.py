@@ -225,7 +225,7 @@ def read_observation(
     if suffix in IMAGE_SUFFIXES:
         return Observation(image=_read_image(path), mask=None if mask is None else read_mask(mask))
     if suffix == ".json":
-        return read_camera_file(path, _read_picture_file)
+        return read_camera_file(path, _read_picture_file, read_mask)
     if suffix == ".binvox":
         grid = read_binvox(path)
         return Observation(voxels=grid.voxels, bounds=grid.bounds if bounds is None else bounds)

@@ -58,7 +58,7 @@ def pad_views(pictures: Sequence[np.ndarray], rows: np.ndarray) -> tuple[np.ndar
     side = max(max(p.shape[:2]) for p in pictures)
     stack, out = [], np.array(rows, np.float32).reshape(-1, CAMERA_ROW)
     for i, picture in enumerate(pictures):
-        rgba = _rgba(picture)
+        rgba = as_rgba(picture)
         h, w = rgba.shape[:2]
         top, left = (side - h) // 2, (side - w) // 2
         pad = ((top, side - h - top), (left, side - w - left), (0, 0))
@@ -70,7 +70,7 @@ def pad_views(pictures: Sequence[np.ndarray], rows: np.ndarray) -> tuple[np.ndar
     return np.stack(stack), out
 
 
-def _rgba(picture: np.ndarray) -> np.ndarray:
+def as_rgba(picture: np.ndarray) -> np.ndarray:
     """(H, W[, C]) uint8 or float in [0, 1] -> (H, W, 4) float32."""
     arr = np.asarray(picture)
     scale = 255.0 if np.issubdtype(arr.dtype, np.integer) else 1.0

@@ -23,7 +23,7 @@ from tests.backend.test_engine_views import WORLD_CENTRE, world_views
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """Three pictures of the box in the world, written as PNG files, and their camera rows."""
     folder = tmp_path_factory.mktemp("views")
-    pictures, rows, _ = world_views(3, seed=3)
+    pictures, rows, _, _ = world_views(3, seed=3)
     for i, picture in enumerate(pictures):
         Image.fromarray(picture).save(folder / f"view{i}.png")
     return folder, rows
@@ -129,3 +129,57 @@ def test_the_command_line_reconstructs_views_in_the_world(
         ["reconstruct", *args[:-2], "-o", str(tmp_path / "b.ply"), "--weights-dir", str(tmp_path / "none")]
     )
     assert status == 2 and "error:" in stderr
+
+
+def busy_scene(folder: Path) -> tuple[list[dict[str, object]], np.ndarray]:
+    """The box's three views pasted on noise, each with a mask file of its outline, as entries."""
+    rng = np.random.default_rng(5)
+    pictures, rows, _, outlines = world_views(3, seed=3)
+    entries = as_entries(rows)
+    for i, (picture, found) in enumerate(zip(pictures, outlines, strict=True)):
+        noisy = np.where(found[..., None], picture[..., :3], rng.integers(0, 256, picture[..., :3].shape))
+        Image.fromarray(noisy.astype(np.uint8)).save(folder / f"busy{i}.png")
+        Image.fromarray((found * 255).astype(np.uint8)).save(folder / f"mask{i}.png")
+        entries[i].update(image=f"busy{i}.png", mask=f"mask{i}.png")
+    return entries, rows
+
+
+def test_a_mask_per_view_finds_the_object_on_a_busy_backdrop(tmp_path: Path) -> None:
+    """Pictures on noise cannot be framed by their backdrop; with masks they give the frame the
+    plain pictures give."""
+    entries, rows = busy_scene(tmp_path)
+    unmasked = [{k: v for k, v in e.items() if k != "mask"} for e in entries]
+    busy = read_observation(write_views(tmp_path, unmasked, "busy.json"))
+    with pytest.raises(InputError, match="picture 1: no plain background"):
+        prepare_views(busy.views, busy.cameras, 64)
+    masked = read_observation(write_views(tmp_path, entries, "masked.json"))
+    assert masked.views is not None and masked.cameras is not None
+    plain, _, _, _ = world_views(3, seed=3)
+    frame = prepare_views(masked.views, masked.cameras, 64).frame
+    reference = prepare_views(plain, rows, 64).frame
+    np.testing.assert_allclose(frame.center, reference.center, atol=0.02 * reference.scale)
+    assert frame.scale == pytest.approx(reference.scale, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (np.zeros((96, 96), np.uint8), "view 2 in .*: the mask is empty: it marks no object"),
+        (np.full((96, 96), 255, np.uint8), "view 2 in .*: the mask covers the whole picture"),
+        (
+            np.full((48, 96), 255, np.uint8),
+            r"view 2 in .*: the mask is \(96, 48\) pixels but the picture is \(96, 96\)",
+        ),
+        (None, "mask file not found: .*nowhere.png"),
+    ],
+)
+def test_a_mask_that_is_empty_covers_everything_or_does_not_fit_is_refused_by_view(
+    tmp_path: Path, mask: np.ndarray | None, message: str
+) -> None:
+    entries, _ = busy_scene(tmp_path)
+    if mask is None:
+        entries[1]["mask"] = "nowhere.png"
+    else:
+        Image.fromarray(mask).save(tmp_path / "mask1.png")
+    with pytest.raises(InputError, match=message):
+        read_observation(write_views(tmp_path, entries, "bad-mask.json"))

@@ -22,12 +22,13 @@ WORLD_CENTRE = np.array([3.0, -1.0, 2.0])
 WORLD_SCALE = 2.5  # the box's longest side in the world (0.8 in the unit frame)
 
 
-def world_views(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n pictures of the box placed in the world, their world cameras, and the box's unit surface."""
+def world_views(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n pictures of the box placed in the world, their world cameras, the box's unit surface and
+    its exact outline in each picture."""
     rng = np.random.default_rng(seed)
     surface = box_surface(4000, rng)
     unit = random_cameras(surface, n, rng)
-    rgba, _ = render_views(box, unit, 96, rng)
+    rgba, outline = render_views(box, unit, 96, rng)
     scale = WORLD_SCALE / 0.8
     world = Cameras(
         unit.rotation,
@@ -35,11 +36,11 @@ def world_views(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
         unit.focal,
         unit.principal,
     )
-    return rgba, world.to_array(), surface
+    return rgba, world.to_array(), surface, outline
 
 
 def test_pictures_and_cameras_give_the_object_its_place_and_size() -> None:
-    pictures, cameras, surface = world_views(3)
+    pictures, cameras, surface, _ = world_views(3)
     prepared = prepare_views(pictures, cameras, 64)
     frame = prepared.frame
     # the outlines' centres and widths, seen in perspective, place and size the object roughly
@@ -61,7 +62,7 @@ def test_pictures_and_cameras_give_the_object_its_place_and_size() -> None:
 
 
 def test_one_picture_is_placed_where_its_ray_passes_the_origin() -> None:
-    pictures, cameras, _ = world_views(1, seed=4)
+    pictures, cameras, _, _ = world_views(1, seed=4)
     frame = prepare_views(pictures, cameras, 64).frame
     camera = Cameras.from_array(cameras)
     uv, depth = camera.project(torch.tensor(frame.center, dtype=torch.float32)[None, None])
@@ -69,7 +70,7 @@ def test_one_picture_is_placed_where_its_ray_passes_the_origin() -> None:
 
 
 def test_bad_views_are_refused_by_name() -> None:
-    pictures, cameras, _ = world_views(3, seed=1)
+    pictures, cameras, _, _ = world_views(3, seed=1)
     elsewhere = cameras.copy()
     elsewhere[1, 9:12] += np.array([40.0, 0.0, 0.0])  # camera 2 moved far to the side
     with pytest.raises(InputError, match="picture 2 does not show the object the other pictures agree on"):
@@ -96,7 +97,7 @@ def test_bad_views_are_refused_by_name() -> None:
 def test_a_views_model_reconstructs_in_the_world(tmp_path: Path) -> None:
     write_model(tmp_path, "views", 5, kind="views", local_features=True, image_size=64)
     engine = Reconstructor(device="cpu", weights_dir=tmp_path)
-    pictures, cameras, _ = world_views(2, seed=2)
+    pictures, cameras, _, _ = world_views(2, seed=2)
     mesh = engine.reconstruct(
         "views", Observation(views=pictures, cameras=cameras), ReconstructOptions(tau=0.5, resolution=32)
     )

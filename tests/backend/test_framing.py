@@ -104,10 +104,12 @@ def test_pictures_without_a_findable_object_are_refused(img: np.ndarray, message
 
 def test_masks_that_are_empty_cover_everything_or_do_not_fit_are_refused() -> None:
     img = picture((16, 16), (4, 12, 4, 12))
-    with pytest.raises(InputError, match="no object found"):
-        frame(img, object_mask(img, mask=np.zeros((16, 16))))
-    with pytest.raises(InputError, match="covers the whole picture"):
-        frame(img, object_mask(img, mask=np.ones((16, 16))))
+    with pytest.raises(InputError, match="the mask is empty: it marks no object"):
+        object_mask(img, mask=np.zeros((16, 16)))
+    with pytest.raises(InputError, match="the mask covers the whole picture"):
+        object_mask(img, mask=np.ones((16, 16)))
+    with pytest.raises(InputError, match="the mask holds NaN"):
+        object_mask(img, mask=np.full((16, 16), np.nan))
     with pytest.raises(InputError, match=r"the mask is \(8, 16\) pixels but the picture is \(16, 16\)"):
         object_mask(img, mask=np.ones((16, 8)))
 
