@@ -41,10 +41,10 @@ from scipy.spatial import cKDTree
 from .checkpoint import ModelMeta
 from .config import DataConfig
 from .containment import ray_parity
+from .data.cameras import Cameras
 from .data.dataset import ShapePool
 from .data.generate import SPLITS
 from .data.onet_layout import OnetPool, spread
-from .data.render import silhouette
 from .data.sources import open_split
 from .engine.extract import check_tau
 from .engine.grid import check_resolution
@@ -65,8 +65,9 @@ EMPTY = {
     "fscore": 0.0,
 }
 METRICS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "accuracy", "completeness")
-# image models also: the predicted surface's silhouette through the input camera against the
-# object's, each splatted from 100k surface samples at the input picture's resolution
+# image and views models also: the predicted surface's silhouette through each input camera
+# against the object's, each splatted from 100k surface samples at the input picture's resolution
+# (the mean over the views)
 SILHOUETTE = "silhouette_iou"
 
 
@@ -291,17 +292,19 @@ def mesh_metrics(
     n_samples: int,
     threshold: float,
     rng: np.random.Generator,
-    gt_silhouette: np.ndarray | None = None,
+    gt_silhouettes: tuple[Cameras, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """All metrics of one predicted mesh against one ground-truth shape (and its silhouette in the
-    input camera, for image models)."""
-    outline = {} if gt_silhouette is None else {SILHOUETTE: 0.0}
+    """All metrics of one predicted mesh against one ground-truth shape (and, given the input
+    cameras and the shape's (V, S, S) masks through them, its silhouettes)."""
+    outline = {} if gt_silhouettes is None else {SILHOUETTE: 0.0}
     if len(faces) == 0:
         return {"iou": 0.0, **EMPTY, **outline}
     iou = volume_iou(ray_parity(vertices, faces, iou_points), iou_gt)
     points, normals = sample_mesh(vertices, faces, n_samples, rng)
-    if gt_silhouette is not None:
-        outline[SILHOUETTE] = volume_iou(silhouette(points, len(gt_silhouette)), gt_silhouette)
+    if gt_silhouettes is not None:
+        cameras, masks = gt_silhouettes
+        seen = cameras.silhouettes(points, masks.shape[-1])
+        outline[SILHOUETTE] = float(np.mean([volume_iou(p, g) for p, g in zip(seen, masks, strict=True)]))
     metrics = surface_metrics(points, normals, gt_points, gt_normals, threshold, gt_tree)
     return {"iou": iou, **metrics, **outline}
 
@@ -421,7 +424,8 @@ class TestCase:
     normals: np.ndarray  # (k, 3) their unit normals
     tree: cKDTree  # over ``surface``
     voxels: np.ndarray  # (32, 32, 32) the voxel input, for the voxel model's baseline
-    silhouette: np.ndarray | None = None  # image models: the shape's mask in the input camera
+    # image and views models: the input cameras and the shape's (V, S, S) masks through them
+    silhouettes: tuple[Cameras, np.ndarray] | None = None
     category: str | None = None  # the class, in the original's layout
     category_name: str | None = None
 
@@ -470,17 +474,19 @@ def _test_case(
     observe_gen = torch.Generator().manual_seed(_stream(settings.seed, i, 0))
     pts_t, occ_t = pool.uniform_labelled(idx, settings.iou_points, PADDING, gen, views)
     gt_points, gt_normals = _ground_truth_surface(pool, j, kind)
+    observation = spec.test_observation(pool, j, cfg, observe_gen, settings.views)
+    cameras = spec.silhouette_cameras(observation)
     return TestCase(
         index=i,
         name=pool.names[j] if pool.names is not None else f"{settings.split}-{i}",
-        observation=spec.test_observation(pool, j, cfg, observe_gen, settings.views),
+        observation=observation,
         iou_points=pts_t[0].numpy().astype(np.float64),
         iou_gt=occ_t[0].numpy() > 0.5,
         surface=gt_points,
         normals=gt_normals,
         tree=surface_tree(gt_points),
         voxels=pool.voxels[j].numpy().astype(bool),
-        silhouette=silhouette(gt_points, cfg.image_size) if spec.viewed else None,
+        silhouettes=None if cameras is None else (cameras, cameras.silhouettes(gt_points, cfg.image_size)),
         category=category,
         category_name=category_name,
     )
@@ -502,7 +508,7 @@ def score(
         settings.surface_points,
         settings.fscore_threshold,
         rng,
-        case.silhouette,
+        case.silhouettes,
     )
 
 

@@ -88,6 +88,23 @@ class Cameras:
         uv = uv + self.principal[:, None]
         return uv, depth
 
+    def silhouettes(self, points: np.ndarray, size: int) -> np.ndarray:
+        """The (V, size, size) pixels, row-major from the top-left, that points (K, 3) in front of
+        each camera fall into: dense surface samples give a shape's mask as each camera sees it.
+        (In float64, so that a sample on a pixel's edge falls the same way on every machine.)"""
+        exact = Cameras(
+            self.rotation.double(), self.centre.double(), self.focal.double(), self.principal.double()
+        )
+        p = torch.as_tensor(np.asarray(points, np.float64)).expand(len(self), -1, -1)
+        uv, depth = exact.project(p)
+        col = torch.floor((uv[..., 0] + 1) / 2 * size).long()
+        row = torch.floor((1 - uv[..., 1]) / 2 * size).long()
+        inside = (depth > 1e-6) & (col >= 0) & (col < size) & (row >= 0) & (row < size)
+        view = torch.arange(len(self))[:, None].expand_as(col)
+        masks = torch.zeros(len(self), size, size, dtype=torch.bool)
+        masks[view[inside], row[inside], col[inside]] = True
+        return masks.numpy()
+
     def rays(self, size: int) -> torch.Tensor:
         """Unit world directions (V, size * size, 3) through the pixel centres, row-major from the
         top-left pixel; every ray starts at its camera's ``centre``."""

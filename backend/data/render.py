@@ -31,21 +31,6 @@ def camera_rays(size: int) -> torch.Tensor:
     return d / d.norm(dim=-1, keepdim=True)
 
 
-def silhouette(points: np.ndarray, size: int) -> np.ndarray:
-    """The (size, size) pixels, row-major from the top-left, that points (K, 3) in front of the
-    camera fall into: dense surface samples give a shape's mask as the camera sees it."""
-    half = math.tan(math.radians(FOV_DEGREES) / 2)
-    depth = CAMERA_DISTANCE - points[:, 2]
-    ahead = depth > 1e-6
-    ndc = points[ahead, :2] / (depth[ahead, None] * half)
-    col = np.floor((ndc[:, 0] + 1) / 2 * size).astype(np.int64)
-    row = np.floor((1 - ndc[:, 1]) / 2 * size).astype(np.int64)
-    inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
-    mask = np.zeros((size, size), bool)
-    mask[row[inside], col[inside]] = True
-    return mask
-
-
 def _trace(
     sdf: SdfFn, origin: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor, steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

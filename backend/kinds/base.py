@@ -26,6 +26,7 @@ from ..wire.constants import KIND_ARRAYS
 
 if TYPE_CHECKING:
     from ..checkpoint import ModelMeta
+    from ..data.cameras import Cameras
     from ..data.dataset import ShapePool
 
 
@@ -85,6 +86,11 @@ class InputKind:
         return apply_to_points(inputs, perm, sign)
 
     # ------------------------------------------------------------------ evaluation
+    def silhouette_cameras(self, observation: Observation) -> Cameras | None:
+        """The cameras the observation was seen through, in the frame the prediction is scored in,
+        for the silhouette metric (None: nothing was seen through a camera)."""
+        return None
+
     def test_observation(
         self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int
     ) -> Observation:

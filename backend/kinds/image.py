@@ -9,6 +9,7 @@ from torch import Generator, Tensor, nn
 
 from ..config import DataConfig, ModelConfig
 from ..data.augment import apply_to_images, random_square_symmetries
+from ..data.cameras import Cameras
 from ..engine.observation import Prepared, prepare_image
 from ..engine.types import Observation, ReconstructOptions
 from ..models.encoders import ResNet18
@@ -56,6 +57,9 @@ class Image(InputKind):
     def augment(self, inputs: ModelInput, perm: torch.Tensor, sign: torch.Tensor) -> ModelInput:
         assert isinstance(inputs, torch.Tensor)
         return apply_to_images(inputs, perm, sign)
+
+    def silhouette_cameras(self, observation: Observation) -> Cameras:
+        return Cameras.canonical()
 
     def test_observation(
         self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int

@@ -95,6 +95,9 @@ class Views(InputKind):
         # before the symmetry, which then maps them and the cameras about its centre together
         return ViewSet(inputs.images, cameras.to_rows().reshape(b, v, -1), inputs.count, inputs.frame)
 
+    def silhouette_cameras(self, observation: Observation) -> Cameras:
+        return Cameras.from_array(np.asarray(observation.cameras))
+
     def test_observation(
         self, pool: ShapePool, i: int, cfg: DataConfig, gen: Generator, views: int
     ) -> Observation:

@@ -15,9 +15,9 @@ import trimesh
 
 from backend.__main__ import main
 from backend.config import DataConfig
+from backend.data.cameras import Cameras
 from backend.data.dataset import ShapePool
 from backend.data.generate import build_split
-from backend.data.render import silhouette
 from backend.engine.extract import extract_mesh
 from backend.engine.field import FunctionField
 from backend.engine.grid import Grid
@@ -118,7 +118,8 @@ def test_an_exact_mesh_scores_near_perfect_in_the_prediction_frame(pool: ShapePo
     )
     pts, occ = pool.uniform_labelled(idx, 20000, 0.1, torch.Generator().manual_seed(0), views)
     gt_points, gt_normals = _ground_truth_surface(pool, 0, kind)
-    outline = silhouette(gt_points, 16) if kind == "image" else None
+    canonical = Cameras.canonical()
+    outline = (canonical, canonical.silhouettes(gt_points, 16)) if kind == "image" else None
     args = (gt_points, gt_normals, surface_tree(gt_points), 20000, 0.01, np.random.default_rng(0), outline)
     metrics = mesh_metrics(mesh.vertices, mesh.faces, pts[0].numpy(), occ[0].numpy() > 0.5, *args)
     assert (SILHOUETTE in metrics) == (kind == "image")
@@ -139,7 +140,7 @@ def test_the_silhouette_is_what_the_input_camera_sees(pool: ShapePool) -> None:
     gt_points, _ = _ground_truth_surface(pool, 0, "image")
     image = pool.images[0, 0].numpy().astype(int)  # (16, 16, 3), on a plain light background
     drawn = np.abs(image - image[0, 0]).max(-1) > 3  # where a pixel's centre ray hits the object
-    splat = silhouette(gt_points, 16)
+    splat = Cameras.canonical().silhouettes(gt_points, 16)[0]
     assert drawn.sum() > 20 and (splat | drawn).sum() == splat.sum()  # every drawn pixel is in it
     padded = np.pad(drawn, 1)
     grown = np.zeros_like(drawn)
@@ -147,7 +148,9 @@ def test_the_silhouette_is_what_the_input_camera_sees(pool: ShapePool) -> None:
         for dc in range(3):
             grown |= padded[dr : dr + 16, dc : dc + 16]
     assert not (splat & ~grown).any()  # and the rest touch the drawn outline
-    assert not silhouette(gt_points + [0, 0, 5.0], 16).any()  # behind the camera: nothing
+    assert (
+        not Cameras.canonical().silhouettes(gt_points + [0, 0, 5.0], 16).any()
+    )  # behind the camera: nothing
 
 
 def mesh_metrics_inputs(mesh: object, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -264,8 +267,9 @@ def test_a_views_model_is_evaluated_on_its_first_views(tmp_path: Path, eval_data
     """Held-out shapes shot as users shoot them, the first --views of them given, with cameras
     that see the shape where its pictures show it."""
     from backend.data.cameras import Cameras
+    from backend.engine.framing import object_mask
     from backend.engine.reconstructor import Reconstructor
-    from backend.evaluation import EvalSettings, test_cases
+    from backend.evaluation import EvalSettings, test_cases, volume_iou
 
     write_model(tmp_path, "views", 6, kind="views", local_features=True)
     settings = EvalSettings(n=1, surface_points=20000, iou_points=1000, data_dir=eval_data)
@@ -283,12 +287,18 @@ def test_a_views_model_is_evaluated_on_its_first_views(tmp_path: Path, eval_data
     row = ((1 - uv[..., 1]) / 2 * size).long().clamp(0, size - 1)
     for v in range(2):
         assert (pictures[v][row[v], col[v]].astype(int).sum(-1) < 3 * 250).mean() > 0.95  # on the object
+    # the silhouettes are the object's outlines in the pictures, as the engine finds them
+    assert case.silhouettes is not None
+    masks = case.silhouettes[1]
+    found = np.stack([object_mask(p.astype(np.float32) / 255) > 0.5 for p in pictures])
+    assert masks.shape == (2, size, size) and volume_iou(masks, found) > 0.9
     out = tmp_path / "views.json"
     argv = ["evaluate", str(tmp_path / "views.safetensors"), "--n", "1", "--resolution", "32", "--views", "2"]
     argv += ["--iou-points", "2000", "--surface-points", "2000", "--data-dir", str(eval_data)]
     assert main([*argv, "--json", str(out), "--tau", "0.45", "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["settings"]["views"] == 2 and math.isfinite(result["mean"]["iou"])
+    assert 0 <= result["mean"]["silhouette_iou"] <= 1
     # a named set: front, side and top, each seen from where the set says
     settings.views, settings.view_set = 0, "front-side-top"
     (case,) = test_cases("views", meta, settings, progress=False)
