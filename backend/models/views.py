@@ -112,18 +112,26 @@ class ViewFeatures(nn.Module):
         return 2 * self.channels + 1
 
     def forward(self, p: torch.Tensor, evidence: ViewEvidence) -> torch.Tensor:
-        b, v, c, h, w = evidence.fmap.shape
+        b, v, c = evidence.fmap.shape[:3]
         m = p.shape[1]
         cameras = Cameras.from_rows(evidence.cameras.to(p.dtype))
         uv, depth = cameras.project(p.repeat_interleave(v, 0))  # (B V, M, 2), (B V, M)
-        where = torch.stack([uv[..., 0], -uv[..., 1]], -1)[:, :, None]  # grid_sample: y runs down
+        where = torch.stack([uv[..., 0], -uv[..., 1]], -1)[:, None]  # grid_sample: y runs down
         fmap = evidence.fmap.flatten(0, 1).to(p.dtype)
         sampled = F.grid_sample(fmap, where, mode="bilinear", padding_mode="border", align_corners=False)
-        feats = sampled[..., 0].transpose(1, 2).reshape(b, v, m, c)
+        feats = sampled.reshape(b, v, c, m)  # channels before points: the pooling reads memory in order
         inside = ((uv.abs() <= 1).all(-1) & (depth > 0)).reshape(b, v, m)
-        valid = evidence.valid[:, :, None]  # (B, V, 1)
-        share = valid.to(p.dtype).sum(1)  # (B, 1)
-        mean = (feats * valid[..., None]).sum(1) / share[..., None]
-        top = feats.masked_fill(~valid[..., None], float("-inf")).max(1).values
-        seen = (inside & valid).to(p.dtype).sum(1) / share
-        return torch.cat([mean, top, seen[..., None]], -1)
+        valid = evidence.valid
+        if bool(valid.all()):  # every object shows all V views (always so for one object)
+            mean, top, seen = feats.mean(1), feats.amax(1), inside.to(p.dtype).mean(1)
+        else:
+            keep = valid[:, :, None, None]
+            share = valid.sum(1).to(p.dtype)[:, None]  # (B, 1)
+            mean = (feats * keep).sum(1) / share[..., None]
+            top = feats.masked_fill(~keep, float("-inf")).amax(1)
+            seen = (inside & valid[..., None]).sum(1).to(p.dtype) / share
+        out = p.new_empty(b, m, self.dims())  # written in place: one pass per part, no concatenation
+        out[..., :c] = mean.transpose(1, 2)
+        out[..., c : 2 * c] = top.transpose(1, 2)
+        out[..., 2 * c] = seen
+        return out

@@ -87,3 +87,38 @@ def test_training_shows_the_views_model_its_shape_in_the_engines_frame(tmp_path:
     back = batch.points * views.frame[:, None, 3:] + views.frame[:, None, :3]
     inside = pool.shapes.select(torch.tensor([0, 0, 0])).occupancy(back)
     assert torch.equal(inside, batch.occ)
+
+
+def test_view_features_pool_the_views_each_object_has() -> None:
+    """The pooled features equal a plain loop over each object's own views: the mean and max of
+    what each view's map holds where the point projects, and the share of views that see it.
+    Objects with fewer views than the batch's most ignore the padding views entirely."""
+    from backend.models.views import ViewEvidence, ViewFeatures
+
+    torch.manual_seed(0)
+    b, v, c, m = 3, 3, 5, 40
+    fmap = torch.randn(b, v, c, 8, 8)
+    eye = torch.randn(b * v, 3)
+    eye = 2.5 * eye / eye.norm(dim=1, keepdim=True)
+    cameras = Cameras.look_at(eye, torch.zeros(b * v, 3), torch.full((b * v,), 40.0))
+    rows = torch.from_numpy(cameras.to_array()).reshape(b, v, -1)
+    p = torch.rand(b, m, 3) - 0.5
+    pool = ViewFeatures(c)
+    for count in ([3, 3, 3], [1, 3, 2]):
+        valid = torch.arange(v)[None] < torch.tensor(count)[:, None]
+        got = pool(p, ViewEvidence(fmap, rows, valid))
+        assert got.shape == (b, m, 2 * c + 1)
+        for i, n in enumerate(count):
+            feats, seen = [], []
+            for j in range(n):
+                camera = Cameras.from_rows(rows[i, j : j + 1])
+                uv, depth = camera.project(p[i : i + 1])
+                grid = torch.stack([uv[..., 0], -uv[..., 1]], -1)[:, :, None]
+                sampled = torch.nn.functional.grid_sample(
+                    fmap[i, j : j + 1], grid, padding_mode="border", align_corners=False
+                )
+                feats.append(sampled[0, :, :, 0].T)  # (M, C)
+                seen.append(((uv[0].abs() <= 1).all(-1) & (depth[0] > 0)).float())
+            stacked = torch.stack(feats)
+            want = torch.cat([stacked.mean(0), stacked.amax(0), torch.stack(seen).mean(0)[:, None]], -1)
+            torch.testing.assert_close(got[i], want)
