@@ -16,7 +16,7 @@ from .wire.constants import MODEL_KINDS as KINDS
 from .wire.constants import VOXEL_RES, Kind
 from .wire.views import VIEW_SETS
 
-CAMERA_STYLES = ("fixed", "random", *VIEW_SETS)  # data.cameras
+CAMERA_STYLES = ("fixed", "random", "outside", *VIEW_SETS)  # data.cameras (data/views.py)
 
 
 class ConfigError(ValueError):

@@ -69,6 +69,7 @@ METRICS = ("iou", "chamfer_l1", "normal_consistency", "fscore", "accuracy", "com
 # against the object's, each splatted from 100k surface samples at the input picture's resolution
 # (the mean over the views)
 SILHOUETTE = "silhouette_iou"
+EVAL_CAMERAS = ("random", "outside", *VIEW_SETS)  # how a views model's held-out shapes are shot
 
 
 @dataclass
@@ -90,7 +91,9 @@ class EvalSettings:
     points: int | None = None
     noise: float | None = None
     views: int = 0  # views models: the first this many views (0: all of them)
-    view_set: str = ""  # views models: a named set of views (wire.views.VIEW_SETS); "": random ones
+    # views models: "random" views, views shot and lit "outside" the training ranges, or a named
+    # set (wire.views.VIEW_SETS)
+    cameras: str = "random"
     fit_points: bool = True  # point clouds: the surface fitted to the points (engine/fit.py), as by default
 
     def reconstruct_options(self) -> ReconstructOptions:
@@ -113,8 +116,8 @@ class EvalSettings:
             raise InputError(f"noise must lie in [0, 0.5), got {self.noise}")
         if not 0 <= self.views <= 16:
             raise InputError(f"views must be 0 (the whole surface) to 16, got {self.views}")
-        if self.view_set and self.view_set not in VIEW_SETS:
-            raise InputError(f"view set must be one of {', '.join(VIEW_SETS)}, got {self.view_set!r}")
+        if self.cameras not in EVAL_CAMERAS:
+            raise InputError(f"cameras must be one of {', '.join(EVAL_CAMERAS)}, got {self.cameras!r}")
         if not (0 < self.fscore_threshold < 1):
             raise InputError(f"the F-score threshold must lie in (0, 1), got {self.fscore_threshold}")
         check_resolution(self.resolution)
@@ -380,7 +383,7 @@ def observation_config(meta: ModelMeta, settings: EvalSettings) -> DataConfig:
         # the original tests single-view models on view 0; a views model reads the first --views
         # of 4 random ones, or a named set
         views=_stored_views(meta, settings),
-        cameras=(settings.view_set or "random") if meta.kind == "views" else "fixed",
+        cameras=settings.cameras if meta.kind == "views" else "fixed",
         padding=PADDING,
     )
 
@@ -389,7 +392,7 @@ def _stored_views(meta: ModelMeta, settings: EvalSettings) -> int:
     """Views per held-out shape: a named set's, 4 random ones for a views model, else 1."""
     if meta.kind != "views":
         return 1
-    return len(VIEW_SETS[settings.view_set]) if settings.view_set else MAX_VIEWS
+    return len(VIEW_SETS[settings.cameras]) if settings.cameras in VIEW_SETS else MAX_VIEWS
 
 
 def _stream(seed: int, shape: int, purpose: int) -> int:

@@ -51,9 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "first this many of each shape's views (0: all)",
     )
     p.add_argument(
-        "--view-set",
-        default="",
-        help="views models: a named set of views instead of random ones: " + ", ".join(VIEW_SETS),
+        "--cameras",
+        default="random",
+        help="views models: how the held-out shapes are shot: 'random' (4 views within the training "
+        "ranges), 'outside' (4 views shot and lit outside them), or a named set: " + ", ".join(VIEW_SETS),
     )
     add_fit_argument(p)
     p.add_argument(
@@ -181,7 +182,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         points=args.points,
         noise=args.noise,
         views=args.views,
-        view_set=args.view_set,
+        cameras=args.cameras,
         fit_points=args.fit,
     )
 

@@ -38,6 +38,12 @@ FILL_RANGE = (0.5, 0.95)  # the silhouette's longest side over the picture's
 SET_FOV_DEGREES, SET_FILL = 40.0, 0.75  # a named set's cameras (front, side, top)
 FRAMING_ITERATIONS = 10  # distance corrections: the fill then lies within about 0.01 of the drawn one
 ARRAY_WIDTH = CAMERA_ROW  # rotation (9), centre (3), focal (1), principal point (2)
+# held-out pictures shot outside those ranges (data.cameras = "outside"), to measure how far the
+# views model carries: each value from one of its bands beyond the training range's ends
+OUTSIDE_FOV = ((10.0, 20.0), (60.0, 80.0))
+OUTSIDE_ELEVATION = ((-30.0, -10.0), (60.0, 80.0))
+OUTSIDE_ROLL = ((-25.0, -10.0), (10.0, 25.0))
+OUTSIDE_FILL = ((0.3, 0.5),)
 
 
 @dataclass(frozen=True)
@@ -160,17 +166,27 @@ class Cameras:
         return Cameras(rotation, torch.einsum("vij,vj->vi", matrix, self.centre), self.focal, self.principal)
 
 
-def random_cameras(surface: np.ndarray, n: int, rng: np.random.Generator) -> Cameras:
+def random_cameras(surface: np.ndarray, n: int, rng: np.random.Generator, outside: bool = False) -> Cameras:
     """n cameras around an object given by its surface samples (K, 3), each drawn from the ranges
-    above and framed as drawn (``framed_cameras``)."""
+    above (or, ``outside``, from the bands beyond them) and framed as drawn (``framed_cameras``)."""
     azimuth = np.radians(rng.uniform(0.0, 360.0, n))
-    elevation = np.radians(rng.uniform(*ELEVATION_RANGE, n))
-    fov = rng.uniform(*FOV_RANGE, n)
-    roll = rng.uniform(-ROLL_LIMIT, ROLL_LIMIT, n)
-    fill = rng.uniform(*FILL_RANGE, n)
+    if outside:
+        elevation = np.radians(_from_bands(rng, OUTSIDE_ELEVATION, n))
+        fov, roll, fill = (_from_bands(rng, bands, n) for bands in (OUTSIDE_FOV, OUTSIDE_ROLL, OUTSIDE_FILL))
+    else:
+        elevation = np.radians(rng.uniform(*ELEVATION_RANGE, n))
+        fov = rng.uniform(*FOV_RANGE, n)
+        roll = rng.uniform(-ROLL_LIMIT, ROLL_LIMIT, n)
+        fill = rng.uniform(*FILL_RANGE, n)
     ground = np.cos(elevation)
     direction = np.stack([ground * np.cos(azimuth), ground * np.sin(azimuth), np.sin(elevation)], 1)
     return framed_cameras(surface, direction, fov, roll, fill)
+
+
+def _from_bands(rng: np.random.Generator, bands: tuple[tuple[float, float], ...], n: int) -> np.ndarray:
+    """n values, each uniform in one of ``bands`` (chosen uniformly)."""
+    low, high = np.asarray(bands, np.float64)[rng.integers(len(bands), size=n)].T
+    return rng.uniform(low, high)
 
 
 def set_cameras(surface: np.ndarray, name: str) -> Cameras:

@@ -98,8 +98,9 @@ def make_shape(seed: int, split_id: int, index: int, cfg: DataConfig) -> dict[st
     out["voxels"] = np.packbits(voxelize(shape, cfg.voxel_res))
     if cfg.cameras != "fixed":  # reference pictures, each with its camera in the unit frame
         views = shape.select([0] * cfg.views)
-        named = "" if cfg.cameras == "random" else cfg.cameras
-        images, cameras = reference_views(views.sdf, unit_surface, cfg.views, cfg.image_size, rng, named)
+        images, cameras = reference_views(
+            views.sdf, unit_surface, cfg.views, cfg.image_size, rng, cfg.cameras
+        )
         out["images"], out["view_cameras"] = images, cameras
         out["view_rot"] = np.tile(np.eye(3, dtype=np.float32), (cfg.views, 1, 1))
         out["view_center"] = np.zeros((cfg.views, 3), np.float32)

@@ -17,6 +17,7 @@ from ..engine.framing import frame, object_mask
 from ..engine.observation import resize_square
 from ..engine.types import InputError
 from .cameras import ARRAY_WIDTH, Cameras, random_cameras, set_cameras
+from ..wire.views import VIEW_SETS
 from .render import SdfFn, render_views
 
 RENDER_SIZE = 128  # pictures are drawn at this size, then framed and shrunk to the model's
@@ -45,16 +46,20 @@ def frame_view(rgba: np.ndarray, mask: np.ndarray, camera: Cameras, size: int) -
 
 
 def reference_views(
-    sdf: SdfFn, surface: np.ndarray, n: int, size: int, rng: np.random.Generator, view_set: str = ""
+    sdf: SdfFn, surface: np.ndarray, n: int, size: int, rng: np.random.Generator, cameras: str = "random"
 ) -> tuple[np.ndarray, np.ndarray]:
     """n framed views of one object (``sdf`` batched over n views, in the frame of ``surface``)
     -> pictures (n, size, size, 3) uint8 and their cameras (n, ARRAY_WIDTH) float32. The cameras
-    are drawn at random, or are those of a named set (``set_cameras``)."""
-    cameras = set_cameras(surface, view_set) if view_set else random_cameras(surface, n, rng)
-    rgba, masks = render_views(sdf, cameras, RENDER_SIZE, rng)
+    are drawn at random ("random"), drawn and lit outside the training ranges ("outside"), or
+    are those of a named set of ``wire.views.VIEW_SETS`` (``set_cameras``)."""
+    outside = cameras == "outside"
+    shots = (
+        set_cameras(surface, cameras) if cameras in VIEW_SETS else random_cameras(surface, n, rng, outside)
+    )
+    rgba, masks = render_views(sdf, shots, RENDER_SIZE, rng, outside=outside)
     images = np.empty((n, size, size, 3), np.uint8)
     framed = np.empty((n, ARRAY_WIDTH), np.float32)
     for i in range(n):
-        images[i], crop = frame_view(rgba[i], masks[i], cameras.one(i), size)
+        images[i], crop = frame_view(rgba[i], masks[i], shots.one(i), size)
         framed[i] = crop.to_array()[0]
     return images, framed

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from backend.data.cameras import (
     ELEVATION_RANGE,
     FILL_RANGE,
     FOV_RANGE,
+    OUTSIDE_ELEVATION,
+    OUTSIDE_FILL,
+    OUTSIDE_FOV,
     SET_FILL,
     Cameras,
     random_cameras,
@@ -82,21 +86,35 @@ def test_cameras_round_trip_through_arrays() -> None:
         torch.testing.assert_close(getattr(again, name), getattr(cameras, name))
 
 
-def test_random_cameras_follow_the_training_ranges() -> None:
+def _in_bands(values: torch.Tensor, bands: tuple[tuple[float, float], ...], slack: float = 1e-3) -> bool:
+    inside = torch.zeros_like(values, dtype=torch.bool)
+    for low, high in bands:
+        inside |= (values >= low - slack) & (values <= high + slack)
+    return bool(inside.all())
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_random_cameras_follow_the_training_ranges_or_the_bands_beyond_them(outside: bool) -> None:
     rng = np.random.default_rng(3)
     surface = rng.uniform(-0.5, 0.5, (3000, 3)) * [1.0, 0.2, 0.6]  # a flat object: its outline frames it
-    cameras = random_cameras(surface, 64, rng)
+    cameras = random_cameras(surface, 64, rng, outside=outside)
     uv, depth = cameras.project(torch.tensor(surface, dtype=torch.float32).expand(64, -1, -1))
-    fill = (uv.max(1).values - uv.min(1).values).max(-1).values / 2
-    assert bool((fill > FILL_RANGE[0] - 0.015).all() and (fill < FILL_RANGE[1] + 0.015).all())
-    assert float(fill.min()) < 0.6 and float(fill.max()) > 0.85  # the range is used, not one value
     assert bool((depth > 0).all())
+    fill = (uv.max(1).values - uv.min(1).values).max(-1).values / 2
     fov = torch.rad2deg(2 * torch.atan(1 / cameras.focal))
-    assert bool((fov >= FOV_RANGE[0] - 1e-3).all() and (fov <= FOV_RANGE[1] + 1e-3).all())
     seen_from = cameras.centre - torch.tensor(0.5 * (surface.min(0) + surface.max(0)), dtype=torch.float32)
     elevation = torch.rad2deg(torch.asin(seen_from[:, 2] / seen_from.norm(dim=-1)))
-    low, high = ELEVATION_RANGE
-    assert bool((elevation >= low - 1e-3).all() and (elevation <= high + 1e-3).all())
+    # roll: the angle of the world's up in the picture, from the picture's up
+    up = torch.einsum("vij,j->vi", cameras.rotation, torch.tensor([0.0, 0.0, 1.0]))
+    roll = torch.rad2deg(torch.atan2(up[:, 0], up[:, 1])).abs()
+    if outside:
+        assert _in_bands(fill, OUTSIDE_FILL, 0.015) and _in_bands(fov, OUTSIDE_FOV)
+        assert _in_bands(elevation, OUTSIDE_ELEVATION) and _in_bands(roll, ((10.0, 25.0),))
+        assert float(fov.min()) < 20 and float(fov.max()) > 60  # both bands are used
+        return
+    assert _in_bands(fill, (FILL_RANGE,), 0.015) and _in_bands(fov, (FOV_RANGE,))
+    assert float(fill.min()) < 0.6 and float(fill.max()) > 0.85  # the range is used, not one value
+    assert _in_bands(elevation, (ELEVATION_RANGE,)) and _in_bands(roll, ((0.0, 10.0),))
 
 
 def test_views_are_drawn_through_their_cameras() -> None:
@@ -124,6 +142,23 @@ def test_views_are_drawn_through_their_cameras() -> None:
                 assert np.array_equal(alpha[i] == 255, mask[i])
         found.extend(transparent)
     assert any(found) and not all(found)
+
+
+def test_pictures_lit_outside_the_training_ranges_are_darker_and_noisier() -> None:
+    """Dim ambient light and a key light from behind leave the object's visible side darker."""
+
+    def sphere(p: torch.Tensor) -> torch.Tensor:
+        return p.norm(dim=-1) - 0.4
+
+    cameras = _cameras()
+    shades = {}
+    for outside in (False, True):
+        values = []
+        for seed in range(8):
+            rgba, mask = render_views(sphere, cameras, 48, np.random.default_rng(seed), outside=outside)
+            values.append(rgba[..., :3][mask].mean())
+        shades[outside] = float(np.mean(values))
+    assert shades[True] < 0.7 * shades[False]
 
 
 def test_a_named_set_looks_from_the_front_the_side_and_above() -> None:

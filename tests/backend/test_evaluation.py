@@ -225,7 +225,10 @@ def test_observations_follow_points_noise_and_views(
     ("args", "message"),
     [
         (["--views", "40"], "views must be 0 (the whole surface) to 16"),
-        (["--view-set", "left"], "view set must be one of front-side, front-side-top, got 'left'"),
+        (
+            ["--cameras", "left"],
+            "cameras must be one of random, outside, front-side, front-side-top, got 'left'",
+        ),
         (["--points", "0"], "points must be 1 to 20,000,000"),
         (["--resolution", "48"], "resolution must be one of 32, 64, 128, 256, 512, got 48"),
         (["--n", "0"], "n must be a positive integer, got 0"),
@@ -299,8 +302,14 @@ def test_a_views_model_is_evaluated_on_its_first_views(tmp_path: Path, eval_data
     result = json.loads(out.read_text())
     assert result["settings"]["views"] == 2 and math.isfinite(result["mean"]["iou"])
     assert 0 <= result["mean"]["silhouette_iou"] <= 1
+    # shot outside the training ranges (test_cameras.py checks the ranges): 4 views with outlines
+    settings.views, settings.cameras = 0, "outside"
+    (case,) = test_cases("views", meta, settings, progress=False)
+    assert case.observation.cameras is not None and case.observation.cameras.shape == (4, 15)
+    assert case.silhouettes is not None and case.silhouettes[1].shape == (4, size, size)
+    assert case.silhouettes[1].any(axis=(1, 2)).all()
     # a named set: front, side and top, each seen from where the set says
-    settings.views, settings.view_set = 0, "front-side-top"
+    settings.views, settings.cameras = 0, "front-side-top"
     (case,) = test_cases("views", meta, settings, progress=False)
     assert case.observation.cameras is not None and case.observation.cameras.shape == (3, 15)
     looking = -case.observation.cameras[:, 6:9]  # the cameras' forward axes (rotation's third row)
