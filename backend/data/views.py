@@ -16,8 +16,8 @@ import numpy as np
 from ..engine.framing import frame, object_mask
 from ..engine.observation import resize_square
 from ..engine.types import InputError
-from .cameras import ARRAY_WIDTH, Cameras, random_cameras, set_cameras
 from ..wire.views import VIEW_SETS
+from .cameras import ARRAY_WIDTH, Cameras, random_cameras, set_cameras
 from .render import SdfFn, render_views
 
 RENDER_SIZE = 128  # pictures are drawn at this size, then framed and shrunk to the model's
