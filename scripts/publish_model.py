@@ -25,6 +25,9 @@ OBSERVATION = {
     "voxels": "a 32^3 occupancy grid over the unit cube [-0.5, 0.5]^3, indexed [x, y, z]",
     "image": "one 64x64 RGB rendering from a random viewpoint; the prediction is in the camera-aligned frame",
     "unconditional": "none: a latent z ~ N(0, I) (a VAE trained with a PointNet latent encoder)",
+    "views": "1 to 4 pictures of one object with their cameras, shot as users shoot reference pictures"
+    " (backend/data/views.py) and framed by the engine to 64x64 RGB; the prediction is in the object's"
+    " frame where the views' outlines meet",
 }
 
 
@@ -140,6 +143,8 @@ def model_card(
     for evaluation in evaluations:
         settings = {k: v for k, v in evaluation.get("settings", {}).items() if k != "data_dir"}
         observed = ", ".join(f"{k} {settings[k]}" for k in ("points", "noise", "views") if settings.get(k))
+        if settings.get("cameras", "random") != "random":  # views models: outside the ranges, or a named set
+            observed = ", ".join(filter(None, [observed, f"cameras {settings['cameras']}"]))
         if settings.get("source", "procedural") != "procedural":  # another test set, e.g. the unfamiliar one
             observed = f"{settings['source']}, {observed}" if observed else str(settings["source"])
         card += [
