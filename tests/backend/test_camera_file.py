@@ -16,7 +16,7 @@ from backend.engine.views import prepare_views
 from backend.wire.views import look_at_rows
 from tests.backend.conftest import write_model
 from tests.backend.test_cli_fuzz import run_in_process
-from tests.backend.test_engine_views import WORLD_CENTRE, world_views
+from tests.backend.test_engine_views import WORLD_CENTRE, WORLD_SCALE, world_views
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +183,27 @@ def test_a_mask_that_is_empty_covers_everything_or_does_not_fit_is_refused_by_vi
         Image.fromarray(mask).save(tmp_path / "mask1.png")
     with pytest.raises(InputError, match=message):
         read_observation(write_views(tmp_path, entries, "bad-mask.json"))
+
+
+def test_the_shipped_views_model_reconstructs_a_camera_file_where_the_box_is(
+    scene: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """Without --model a camera file goes to the shipped views model, whose mesh lands on the box
+    (0.8 x 0.3 x 0.5 in its unit frame, scaled and moved into the world)."""
+    shipped = Path(__file__).resolve().parents[2] / "backend" / "weights" / "views.safetensors"
+    if not shipped.is_file():
+        pytest.skip("no shipped views model (backend/weights/views.safetensors)")
+    folder, rows = scene
+    out = tmp_path / "box.ply"
+    args = ["reconstruct", str(write_views(folder, as_entries(rows))), "-o", str(out), "--resolution", "64"]
+    status, stderr = run_in_process(args)
+    assert status == 0, stderr
+    vertices = np.asarray(trimesh.load(out, force="mesh", process=False).vertices)
+    half = np.array([0.4, 0.15, 0.25]) * WORLD_SCALE / 0.8
+    lo, hi = (
+        np.maximum(vertices.min(0), WORLD_CENTRE - half),
+        np.minimum(vertices.max(0), WORLD_CENTRE + half),
+    )
+    inter = np.prod(np.clip(hi - lo, 0, None))
+    union = np.prod(np.ptp(vertices, 0)) + np.prod(2 * half) - inter
+    assert inter / union > 0.5

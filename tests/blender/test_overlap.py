@@ -8,6 +8,7 @@ of overlap, not of accuracy: how good the models are is measured by the backend'
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from types import ModuleType
 import bpy
 import numpy as np
 import pytest
+from mathutils import Matrix
 from scipy.spatial import cKDTree
 
 from tests.voxel_meshes import voxel_quads
@@ -176,3 +178,59 @@ def test_generate(shipped: ModuleType) -> None:
     result = bpy.context.active_object
     points = world_vertices(result)
     assert len(points) > 100 and np.abs(points).max() <= 0.55 + 1e-3
+
+
+RENDER_VIEWS = """
+import json
+import sys
+import numpy as np
+import torch
+from PIL import Image
+from backend.data.cameras import set_cameras
+from backend.data.render import render_views
+
+half = torch.tensor([0.45, 0.3, 0.2])  # a box in its unit frame, shot from the front, side and top
+
+
+def sdf(p):
+    q = p.abs() - half
+    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+
+
+corners = np.stack(np.meshgrid(*[[-1.0, 1.0]] * 3, indexing="ij"), -1).reshape(-1, 3) * half.numpy()
+surface = np.random.default_rng(0).uniform(-1, 1, (4000, 3)) * half.numpy()
+cameras = set_cameras(np.concatenate([corners, surface]), "front-side-top")
+rgba, _ = render_views(sdf, cameras, 96, np.random.default_rng(1))
+for i, picture in enumerate(rgba):
+    Image.fromarray(picture).save(f"{sys.argv[1]}/view{i}.png")
+open(f"{sys.argv[1]}/cameras.json", "w").write(json.dumps(cameras.to_array().tolist()))
+"""
+
+
+def test_reference_views(shipped: ModuleType, tmp_path: Path, repo_root: Path) -> None:
+    """Three cameras with background pictures of a box, placed in the world away from the
+    origin: the shipped views model's result lands on the box."""
+    shipped_model("views")
+    subprocess.run([sys.executable, "-c", RENDER_VIEWS, str(tmp_path)], check=True, cwd=repo_root)
+    offset, scale = np.array([2.0, -1.0, 0.5]), 3.0  # the box's unit frame in the world
+    rows = np.asarray(json.loads((tmp_path / "cameras.json").read_text()))
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = 96
+    for i, row in enumerate(rows):
+        camera = bpy.data.objects.new(f"View{i}", bpy.data.cameras.new(f"View{i}"))
+        placed = np.eye(4)
+        placed[:3, :3], placed[:3, 3] = row[:9].reshape(3, 3).T, row[9:12] * scale + offset
+        camera.matrix_world = Matrix(placed.tolist())
+        camera.data.lens = row[12] * camera.data.sensor_width / 2  # the focal across the picture
+        camera.data.background_images.new().image = bpy.data.images.load(str(tmp_path / f"view{i}.png"))
+        scene.collection.objects.link(camera)
+        camera.select_set(True)
+    bpy.context.view_layer.objects.active = bpy.data.objects["View0"]
+    bpy.context.view_layer.update()
+    assert bpy.ops.occupancy.reconstruct(resolution=64) == {"FINISHED"}
+    result = bpy.context.active_object
+    assert result.occupancy.kind == "views"
+    mesh = world_vertices(result)
+    box = np.array([-0.45, -0.3, -0.2, 0.45, 0.3, 0.2]).reshape(2, 3) * scale + offset
+    assert len(mesh) > 100 and box_iou(box, mesh) > 0.5
+    assert np.linalg.norm(mesh.mean(0) - offset) < 0.15 * scale
