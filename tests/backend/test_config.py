@@ -75,7 +75,7 @@ def test_an_empty_config_is_the_default() -> None:
         ('[data]\ncameras = "random"\n', r'data.cameras = "random" shoots the views model\'s data'),
         (
             '[data]\ncameras = "any"\n',
-            r"data.cameras must be one of fixed, random, front-side, front-side-top, got 'any'",
+            r"data.cameras must be one of fixed, random, outside, front-side, front-side-top, got 'any'",
         ),
         (
             '[data]\ncameras = "front-side"\nviews = 3\n',
