@@ -151,17 +151,8 @@ def main() -> int:
         jobs.append({"mesh": str(path), "centre": centre.tolist(), "scale": scale, "rows": rows.tolist()})
         jobs[-1] |= {"colour": colour, "sun": sun, "out": str(out)}
         iou_points = rng.uniform(-0.55, 0.55, (settings.iou_points, 3))
-        truths.append(
-            (
-                path.stem,
-                vertices,
-                faces,
-                surface,
-                normals,
-                iou_points,
-                ray_parity(vertices, faces, iou_points),
-            )
-        )
+        iou_gt = ray_parity(vertices, faces, iou_points)
+        truths.append((path.stem, surface, normals, surface_tree(surface), iou_points, iou_gt))
     jobs_file = args.out / "jobs.json"
     jobs_file.write_text(json.dumps(jobs))
     t0 = time.perf_counter()
@@ -175,7 +166,7 @@ def main() -> int:
     engine = Reconstructor("cuda" if torch.cuda.is_available() else "cpu")
     options = ReconstructOptions(resolution=settings.resolution, keep_field=False)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in SETS.values()}
-    for job, (name, _, _, surface, normals, iou_points, iou_gt) in zip(jobs, truths, strict=True):
+    for job, (name, surface, normals, tree, iou_points, iou_gt) in zip(jobs, truths, strict=True):
         out = Path(job["out"])
         pictures = np.stack([np.asarray(Image.open(out / f"view{i}.png")) for i in range(3)])
         rows = np.asarray(json.loads((out / "cameras.json").read_text()), np.float32)
@@ -192,7 +183,7 @@ def main() -> int:
                 iou_gt,
                 surface,
                 normals,
-                surface_tree(surface),
+                tree,
                 settings.surface_points,
                 settings.fscore_threshold,
                 np.random.default_rng(1),

@@ -44,6 +44,22 @@ OUTSIDE_FOV = ((10.0, 20.0), (60.0, 80.0))
 OUTSIDE_ELEVATION = ((-30.0, -10.0), (60.0, 80.0))
 OUTSIDE_ROLL = ((-25.0, -10.0), (10.0, 25.0))
 OUTSIDE_FILL = ((0.3, 0.5),)
+Bands = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class ShotRanges:
+    """Where ``random_cameras`` draws from: each value uniform in one of its bands (in degrees,
+    fill as a share of the picture)."""
+
+    elevation: Bands
+    fov: Bands
+    roll: Bands
+    fill: Bands
+
+
+TRAINING_SHOTS = ShotRanges((ELEVATION_RANGE,), (FOV_RANGE,), ((-ROLL_LIMIT, ROLL_LIMIT),), (FILL_RANGE,))
+OUTSIDE_SHOTS = ShotRanges(OUTSIDE_ELEVATION, OUTSIDE_FOV, OUTSIDE_ROLL, OUTSIDE_FILL)
 
 
 @dataclass(frozen=True)
@@ -169,22 +185,19 @@ class Cameras:
 def random_cameras(surface: np.ndarray, n: int, rng: np.random.Generator, outside: bool = False) -> Cameras:
     """n cameras around an object given by its surface samples (K, 3), each drawn from the ranges
     above (or, ``outside``, from the bands beyond them) and framed as drawn (``framed_cameras``)."""
+    ranges = OUTSIDE_SHOTS if outside else TRAINING_SHOTS
     azimuth = np.radians(rng.uniform(0.0, 360.0, n))
-    if outside:
-        elevation = np.radians(_from_bands(rng, OUTSIDE_ELEVATION, n))
-        fov, roll, fill = (_from_bands(rng, bands, n) for bands in (OUTSIDE_FOV, OUTSIDE_ROLL, OUTSIDE_FILL))
-    else:
-        elevation = np.radians(rng.uniform(*ELEVATION_RANGE, n))
-        fov = rng.uniform(*FOV_RANGE, n)
-        roll = rng.uniform(-ROLL_LIMIT, ROLL_LIMIT, n)
-        fill = rng.uniform(*FILL_RANGE, n)
+    elevation = np.radians(_from_bands(rng, ranges.elevation, n))
+    fov, roll, fill = (_from_bands(rng, bands, n) for bands in (ranges.fov, ranges.roll, ranges.fill))
     ground = np.cos(elevation)
     direction = np.stack([ground * np.cos(azimuth), ground * np.sin(azimuth), np.sin(elevation)], 1)
     return framed_cameras(surface, direction, fov, roll, fill)
 
 
-def _from_bands(rng: np.random.Generator, bands: tuple[tuple[float, float], ...], n: int) -> np.ndarray:
-    """n values, each uniform in one of ``bands`` (chosen uniformly)."""
+def _from_bands(rng: np.random.Generator, bands: Bands, n: int) -> np.ndarray:
+    """n values, each uniform in one of ``bands`` (chosen uniformly; one band costs no draw)."""
+    if len(bands) == 1:
+        return rng.uniform(*bands[0], n)
     low, high = np.asarray(bands, np.float64)[rng.integers(len(bands), size=n)].T
     return rng.uniform(low, high)
 

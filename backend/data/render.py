@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -113,10 +114,25 @@ BACKDROPS = ("white", "colour", "transparent")  # drawn with BACKDROP_ODDS
 BACKDROP_ODDS = (0.4, 0.3, 0.3)
 NOISE_MAX = 0.02  # sensor noise std, of the full range
 JPEG_ODDS, JPEG_QUALITY = 0.5, (40, 95)  # opaque pictures saved as JPEG, at a quality in this range
-AMBIENT, SHINE = (0.15, 0.4), (0.0, 0.4)  # the ambient light's share, the highlights' strength
-# held-out pictures lit and saved outside those ranges (``outside``): dim ambient light, the key
-# light grazing the object or from behind it, strong highlights, twice the noise, worse JPEG
-OUTSIDE_AMBIENT, OUTSIDE_SHINE, OUTSIDE_NOISE_MAX, OUTSIDE_JPEG = (0.03, 0.15), (0.4, 0.8), 0.04, (15, 40)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """How ``render_views`` lights and saves a picture: the ambient light's share, the highlights'
+    strength, the most sensor noise, the JPEG quality range, and whether the key light comes from
+    behind the object (grazing it) instead of from the camera's side."""
+
+    ambient: tuple[float, float]
+    shine: tuple[float, float]
+    noise_max: float
+    jpeg_quality: tuple[int, int]
+    backlit: bool
+
+
+TRAINING_LOOKS = Looks((0.15, 0.4), (0.0, 0.4), NOISE_MAX, JPEG_QUALITY, backlit=False)
+# held-out pictures lit and saved outside those ranges: dim ambient light, the key light grazing
+# the object or from behind it, strong highlights, twice the noise, worse JPEG
+OUTSIDE_LOOKS = Looks((0.03, 0.15), (0.4, 0.8), 0.04, (15, 40), backlit=True)
 
 
 def _albedo(p: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -157,7 +173,7 @@ def render_views(
     """Render one object (``sdf`` batched over views, S of them) through S cameras, looking as
     users' pictures do: one grey, coloured or textured material; in each view a key light with
     soft shadows, a white, coloured or transparent backdrop, sensor noise and, for opaque
-    pictures, JPEG artefacts. ``outside``: lit and saved outside the training ranges (``OUTSIDE_*``).
+    pictures, JPEG artefacts. ``outside``: lit and saved outside the training ranges (``OUTSIDE_LOOKS``).
 
     Returns (S, size, size, 4) uint8 RGBA (alpha 0 only on a transparent backdrop) and the exact
     object mask (S, size, size) bool. The object lies within radius 0.9 of the origin.
@@ -178,19 +194,16 @@ def render_views(
     n = _normals(sdf, on)
     n = torch.where((n * toward).sum(-1, keepdim=True) > 0, -n, n)  # seen from the front
     # the key light comes from the camera's side of the object, in the camera's frame
+    looks = OUTSIDE_LOOKS if outside else TRAINING_LOOKS
     key = torch.from_numpy(rng.normal(size=(s, 3)).astype(np.float32))
-    key[:, 2] = -key[:, 2].abs() * 0.5 if outside else key[:, 2].abs() + 0.3  # behind, or in front
+    key[:, 2] = -key[:, 2].abs() * 0.5 if looks.backlit else key[:, 2].abs() + 0.3
     light = torch.einsum("vji,vj->vi", cameras.rotation, key / key.norm(dim=-1, keepdim=True))
-    ambient = torch.from_numpy(
-        rng.uniform(*(OUTSIDE_AMBIENT if outside else AMBIENT), (s, 1, 1)).astype(np.float32)
-    )
+    ambient = torch.from_numpy(rng.uniform(*looks.ambient, (s, 1, 1)).astype(np.float32))
     diffuse = (n * light[:, None]).sum(-1, keepdim=True).clamp(min=0)
     diffuse = diffuse * _soft_shadow(sdf, on + 2e-3 * n, light)[..., None]
     half_vec = light[:, None] - toward
     half_vec = half_vec / half_vec.norm(dim=-1, keepdim=True)
-    shine = torch.from_numpy(
-        rng.uniform(*(OUTSIDE_SHINE if outside else SHINE), (s, 1, 1)).astype(np.float32)
-    )
+    shine = torch.from_numpy(rng.uniform(*looks.shine, (s, 1, 1)).astype(np.float32))
     spec = (n * half_vec).sum(-1, keepdim=True).clamp(min=0) ** 32 * shine
     shaded = _albedo(on, rng) * (ambient + (1 - ambient) * diffuse) + spec
     color = torch.zeros_like(p)
@@ -200,8 +213,7 @@ def render_views(
     coloured = torch.from_numpy(rng.uniform(0.0, 1.0, (s, 1, 3)).astype(np.float32))
     is_colour = torch.from_numpy(np.asarray(BACKDROPS)[backdrops] == "colour")[:, None, None]
     img = torch.where(hit[..., None], color, torch.where(is_colour, coloured, plain))
-    noise_max = OUTSIDE_NOISE_MAX if outside else NOISE_MAX
-    noise = torch.from_numpy(rng.uniform(0.0, noise_max, (s, 1, 1)).astype(np.float32))
+    noise = torch.from_numpy(rng.uniform(0.0, looks.noise_max, (s, 1, 1)).astype(np.float32))
     grain = torch.randn(img.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
     img = img + noise * grain
     rgb = (img.clamp(0, 1).reshape(s, size, size, 3) * 255 + 0.5).to(torch.uint8).numpy()
@@ -211,7 +223,7 @@ def render_views(
         if BACKDROPS[backdrops[i]] == "transparent":
             alpha[i, ..., 0] = np.where(mask[i], 255, 0)
         elif rng.random() < JPEG_ODDS:
-            low, high = OUTSIDE_JPEG if outside else JPEG_QUALITY
+            low, high = looks.jpeg_quality
             rgb[i] = _jpeg(rgb[i], int(rng.integers(low, high + 1)))
     return np.concatenate([rgb, alpha], -1), mask
 
