@@ -77,7 +77,7 @@ def fit_to_points(vertices: np.ndarray, faces: np.ndarray, scan: Scan) -> np.nda
     normals = vertex_normals(v.astype(np.float64), faces).astype(np.float32)
     k = min(NEIGHBOURS, len(scan))
     distance, index = scan.tree.query(v, k=k, distance_upper_bound=RADIUS, workers=-1)
-    distance, index = distance.reshape(len(v), k), index.reshape(len(v), k)
+    distance, index = distance.reshape(len(v), k).astype(np.float32), index.reshape(len(v), k)
     near = np.isfinite(distance)
     offsets = scan.points[np.where(near, index, 0)] - v[:, None]  # (V, k, 3)
     along = np.einsum("vkc,vc->vk", offsets, normals)

@@ -17,7 +17,7 @@ from backend.engine import observation
 from backend.engine.field import NetworkField
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
-from backend.models import OccupancyNetwork, build_model, encoders
+from backend.models import OccupancyNetwork, build_model, encoders, patches
 from backend.models.patches import NeighbourIndex, PatchFeatures, PointEvidence
 from backend.training import _start_from
 
@@ -46,6 +46,22 @@ def test_patch_features_ignore_the_order_of_the_points() -> None:
     a = patch(queries, points, NeighbourIndex(points))
     b = patch(queries, shuffled, NeighbourIndex(shuffled))
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_inference_patches_equal_the_training_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked, in-place path taken without autograd gives the differentiable path's features,
+    over two objects, a chunk boundary, and fewer points than neighbours."""
+    monkeypatch.setattr(patches, "INFERENCE_CHUNK", 7)
+    torch.manual_seed(0)
+    patch = PatchFeatures(8, 16)
+    for n in (300, 5):
+        points = torch.cat([cloud(n), cloud(n, seed=4)])
+        queries = torch.cat([cloud(30, seed=5), cloud(30, seed=6)])
+        index = NeighbourIndex(points)
+        trained = patch(queries, points, index)
+        with torch.inference_mode():
+            inferred = patch(queries, points, index)
+        assert torch.allclose(inferred, trained, atol=1e-6, rtol=0)
 
 
 def test_scattering_in_chunks_equals_scattering_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
