@@ -72,7 +72,7 @@ from .schemas import (
     MessageError,
     validate,
 )
-from .views import CAMERA_ROW, MAX_VIEWS, look_at_rows, pad_views
+from .views import CAMERA_ROW, MAX_VIEWS, crop_rows, look_at_rows, pad_views
 
 __all__ = [
     "CAMERA_DISTANCE",
@@ -130,6 +130,7 @@ __all__ = [
     "point_budget",
     "CAMERA_ROW",
     "MAX_VIEWS",
+    "crop_rows",
     "look_at_rows",
     "pad_views",
     "read_model_header",

@@ -6,7 +6,8 @@ are the camera's right, up and backward axes in the world; the camera looks down
 Blender's do), the camera's position, the focal length and the principal point in units of half
 the picture's longest side (focal = 1 / tan(fov / 2) for the field of view across that side).
 The pictures travel as one (V, S, S, 4) stack: each is padded to the largest one's square around
-its centre, which only changes its camera's focal length and principal point (``pad_views``).
+its centre, which only changes its camera's focal length and principal point (``pad_views``,
+``crop_rows``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,25 @@ def look_at_rows(
     return rows.astype(np.float32)
 
 
+def crop_rows(rows: np.ndarray, size: tuple[int, int], box: tuple[float, float, float, float]) -> np.ndarray:
+    """Camera rows (V, 15) of (width, height) pictures -> the rows of those pictures cut to ``box``
+    (left, top, width, height, in pixels from the top-left corner; beyond the picture for a pad).
+
+    The rays stay the same: only the focal length and the principal point change, because both
+    are measured from the picture's centre in units of half its longest side.
+    """
+    out = np.array(rows, np.float64).reshape(-1, CAMERA_ROW)
+    (width, height), (left, top, box_w, box_h) = size, box
+    half, box_half = max(width, height) / 2.0, max(box_w, box_h) / 2.0
+    # the principal point in pixels from the top-left corner (u runs right, v up)
+    x = width / 2.0 + out[:, 13] * half - left
+    y = height / 2.0 - out[:, 14] * half - top
+    out[:, 12] *= half / box_half
+    out[:, 13] = (x - box_w / 2.0) / box_half
+    out[:, 14] = (box_h / 2.0 - y) / box_half
+    return out.astype(np.float32)
+
+
 def pad_views(pictures: Sequence[np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pictures (H, W, C) of any sizes, C in 1, 3, 4, with their camera rows -> one (V, S, S, 4)
     float32 stack in [0, 1] (S: the longest side of all) and the rows for the padded pictures.
@@ -66,7 +86,7 @@ def pad_views(pictures: Sequence[np.ndarray], rows: np.ndarray) -> tuple[np.ndar
             stack.append(np.pad(rgba, pad, constant_values=0.0))
         else:
             stack.append(np.pad(rgba, pad, mode="edge"))
-        out[i, 12:15] *= max(h, w) / side  # the same rays, in a picture `side / max(h, w)` as wide
+        out[i] = crop_rows(out[i], (w, h), (-left, -top, side, side))[0]
     return np.stack(stack), out
 
 

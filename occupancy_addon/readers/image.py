@@ -74,6 +74,11 @@ def check_image_size(image: bpy.types.Image) -> None:
         )
 
 
+def shrink_step(width: int, height: int) -> int:
+    """The side of the pixel blocks ``read_image`` averages: 1 up to MAX_IMAGE_SIDE pixels a side."""
+    return -(-max(width, height) // MAX_IMAGE_SIDE)
+
+
 def read_image(image: bpy.types.Image) -> np.ndarray:
     """(H, W, C) float32 pixels in [0, 1], top row first, at most MAX_IMAGE_SIDE on a side."""
     width, height = image_size(image)
@@ -87,8 +92,8 @@ def read_image(image: bpy.types.Image) -> np.ndarray:
     pixels = np.empty(width * height * channels, np.float32)
     image.pixels.foreach_get(pixels)
     picture = pixels.reshape(height, width, channels)[::-1]  # Blender stores the bottom row first
-    step = -(-max(width, height) // MAX_IMAGE_SIDE)
-    if step > 1:  # average step x step blocks
+    step = shrink_step(width, height)
+    if step > 1:  # average step x step blocks; up to step - 1 columns and rows go at the right and bottom
         h, w = height // step * step, width // step * step
         picture = picture[:h, :w].reshape(h // step, step, w // step, step, channels).mean(axis=(1, 3))
     if channels == 2:  # grey + alpha

@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..placement import image_extent
 from ..scene_data import InputChoice, InputData, image_size, is_image_empty, world_matrix
 from .base import Context, MaybeImage, MaybeObject, Reader
-from .image import check_image_size, read_image
+from .image import check_image_size, read_image, shrink_step
 
 FAR = 100.0  # an image empty's camera stands this many picture sizes behind it
 
@@ -98,6 +98,7 @@ class ViewsReader(Reader):
 
     def read(self, context: bpy.types.Context, choice: InputChoice, evaluated: bool) -> InputData:
         views = [bpy.data.objects[name] for name in choice.sources]
+        protocol = load_protocol()
         pictures, cameras = [], []
         for view in views:
             picture = view_picture(view)
@@ -105,8 +106,10 @@ class ViewsReader(Reader):
                 raise UserError(f"'{view.name}' no longer holds a picture")
             pictures.append(read_image(picture))
             width, height = image_size(picture)
-            cameras.append(camera_row(view, width, height))
-        stacked, rows = load_protocol().pad_views(pictures, np.stack(cameras))
+            step = shrink_step(width, height)  # the picture read: whole blocks, from the top-left
+            kept = (0, 0, width // step * step, height // step * step)
+            cameras.append(protocol.crop_rows(camera_row(view, width, height), (width, height), kept)[0])
+        stacked, rows = protocol.pad_views(pictures, np.stack(cameras))
         return InputData(choice, {"views": stacked, "cameras": rows}, np.eye(4))
 
 

@@ -22,6 +22,7 @@ from backend.data.cameras import (
 )
 from backend.data.render import render_views
 from backend.models.local import project
+from backend.wire.views import crop_rows
 
 
 def test_the_canonical_camera_is_the_image_models_camera() -> None:
@@ -75,6 +76,24 @@ def test_a_crop_is_the_same_camera_with_another_lens() -> None:
     centre, half = torch.tensor([[0.1, -0.2], [0.0, 0.0], [-0.3, 0.25]]), torch.tensor([0.5, 0.8, 0.3])
     cropped, _ = cameras.crop(centre, half).project(p)
     torch.testing.assert_close(cropped, (uv - centre[:, None]) / half[:, None, None])
+
+
+def _pixels(cameras: Cameras, p: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Where points land in (width, height) pictures, in pixels from the top-left corner."""
+    uv, _ = cameras.project(p)
+    half = max(width, height) / 2
+    return torch.stack([width / 2 + uv[..., 0] * half, height / 2 - uv[..., 1] * half], -1)
+
+
+@pytest.mark.parametrize("box", [(0, 0, 600, 398), (-3, -50, 640, 640), (17, 5, 101, 333)])
+def test_a_picture_cut_or_padded_keeps_every_point_on_its_pixel(box: tuple[int, int, int, int]) -> None:
+    """The add-on's trim of a shrunk picture, a pad around it, an off-centre crop: each point
+    lands on the same pixel of the picture, moved by the box's corner."""
+    cameras, p = _cameras(), torch.rand(3, 50, 3) - 0.5
+    rows = crop_rows(cameras.to_array(), (605, 401), box)
+    moved = _pixels(Cameras.from_array(rows), p, box[2], box[3])
+    expected = _pixels(cameras, p, 605, 401) - torch.tensor(box[:2], dtype=torch.float32)
+    torch.testing.assert_close(moved, expected, atol=1e-3, rtol=0)
 
 
 def test_cameras_round_trip_through_arrays() -> None:

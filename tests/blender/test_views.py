@@ -127,6 +127,34 @@ def test_selected_views_are_detected_and_read_with_their_cameras(addon: ModuleTy
     np.testing.assert_allclose(seen, [[-0.5, -1.0], [0.5, 1.0]], atol=1e-6)
 
 
+def test_large_pictures_are_shrunk_with_their_cameras(addon: ModuleType) -> None:
+    """Pictures over MAX_IMAGE_SIDE are averaged down in whole blocks, which drops a few columns
+    and rows at the right and bottom: every world point still lands on its own pixel, as Blender
+    projects it onto the whole picture."""
+    cameras = three_cameras()[:2]
+    sizes = [(1030, 700), (901, 1540)]  # blocks of 3 and 4 pixels; 1 and 2 columns, 1 and 0 rows dropped
+    for camera, (width, height) in zip(cameras, sizes, strict=True):
+        with_background(camera, picture(f"{camera.name}-large.png", width, height))
+        camera.select_set(True)
+    choice = addon.scene_inputs.detect(bpy.context, cameras[0])
+    data = addon.scene_inputs.read(bpy.context, choice)
+    views, rows = data.arrays["views"], data.arrays["cameras"]
+    side = views.shape[1]
+    points = np.asarray(TARGET) + np.random.default_rng(1).uniform(-1.0, 1.0, (50, 3))
+    for camera, row, (width, height) in zip(cameras, rows, sizes, strict=True):
+        step = addon.readers.image.shrink_step(width, height)
+        shrunk = np.array([width // step, height // step])
+        bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y = width, height
+        theirs = np.array(
+            [tuple(world_to_camera_view(bpy.context.scene, camera, Vector(p)))[:2] for p in points]
+        )
+        on_picture = np.stack([theirs[:, 0] * width, (1 - theirs[:, 1]) * height], 1)  # pixels, top-left
+        expected = on_picture / step + (side - shrunk) // 2  # shrunk, then padded to the stack's square
+        uv = project(row, points)
+        ours = np.stack([side / 2 + uv[:, 0] * side / 2, side / 2 - uv[:, 1] * side / 2], 1)
+        np.testing.assert_allclose(ours, expected, atol=1e-3, err_msg=camera.name)
+
+
 def test_one_image_empty_is_an_image_and_too_many_views_are_refused(addon: ModuleType) -> None:
     cameras = three_cameras()
     images = []
