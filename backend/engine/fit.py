@@ -48,11 +48,13 @@ def ring_mean(values: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 class Scan:
     """A point cloud (N, 3) that surfaces are fitted to. Its k-d tree is built on first use and
-    kept, so that each re-extraction of a cached field (the live threshold) reuses it."""
+    kept, so that each re-extraction of a cached field (the live threshold) reuses it; ``tree``
+    hands it one already built over the same points (a patch model's, ``models/patches.py``)."""
 
-    def __init__(self, points: np.ndarray) -> None:
+    def __init__(self, points: np.ndarray, tree: cKDTree | None = None) -> None:
         self.points = np.asarray(points, np.float32)
-        self._tree: cKDTree | None = None
+        self._tree = tree
+        self._own_tree = tree is None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -65,7 +67,8 @@ class Scan:
 
     @property
     def nbytes(self) -> int:
-        tree = 0 if self._tree is None else 40 * len(self.points)  # data copy, indices, nodes, roughly
+        own = self._tree is not None and self._own_tree
+        tree = 40 * len(self.points) if own else 0  # data copy, indices, nodes, roughly
         return self.points.nbytes + tree
 
 

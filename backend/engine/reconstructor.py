@@ -15,12 +15,15 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
 from ..kinds import observed_kind
 from ..limits import MAX_THREADS
 from ..models import OccupancyNetwork
+from ..models.patches import PointEvidence
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
 from .field import NetworkField
@@ -272,7 +275,9 @@ class Reconstructor:
             raise Cancelled("cancelled")
         tau = float(meta.tau) if tau is None else tau
         values = LatticeValues(grid.resolution + 1)
-        points = None if prepared.points is None else Scan(prepared.points)
+        points = (
+            None if prepared.points is None else Scan(prepared.points, _shared_tree(field, prepared.points))
+        )
         result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
         result.timings = {
             "encode": encode_time,
@@ -291,3 +296,11 @@ class Reconstructor:
                     f"more than the cache's {self.cache.capacity / 2**20:.0f} MB"
                 )
         return result
+
+
+def _shared_tree(field: NetworkField, points: np.ndarray) -> cKDTree | None:
+    """A patch model's k-d tree over the cloud it read (``points``), which the fit can search too."""
+    evidence = field.obs
+    if isinstance(evidence, PointEvidence) and evidence.index.n == len(points) == evidence.points.shape[1]:
+        return evidence.index.trees[0]
+    return None

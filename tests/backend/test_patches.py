@@ -13,7 +13,7 @@ import torch
 
 from backend.checkpoint import ModelMeta, save_weights
 from backend.config import ConfigError, config_from_dict
-from backend.engine import observation
+from backend.engine import observation, reconstructor
 from backend.engine.field import NetworkField
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import InputError, Observation, ReconstructOptions
@@ -135,6 +135,29 @@ def test_the_engine_takes_every_point_of_a_dense_cloud(
     field = engine.cache.get(result.field_id).field if result.field_id else None
     assert field is not None and isinstance(field.obs, PointEvidence)
     assert field.obs.points.shape == (1, 50_000, 3)
+
+
+def test_the_fit_searches_the_patch_models_tree(
+    tmp_path: Path,
+    tiny_model: Callable[..., OccupancyNetwork],
+    tiny_config: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fit reuses the k-d tree the model built over the same points, and fits exactly as
+    with its own."""
+    path = write_dense_model(tmp_path, tiny_model, tiny_config)
+    points = np.random.default_rng(1).normal(size=(5_000, 3)).astype(np.float32)
+    options = ReconstructOptions(resolution=32)
+    engine = Reconstructor("cpu")
+    shared = engine.reconstruct(str(path), Observation(points=points), options)
+    assert shared.field_id is not None
+    entry = engine.cache.get(shared.field_id)
+    assert isinstance(entry.field, NetworkField) and isinstance(entry.field.obs, PointEvidence)
+    assert entry.points is not None and entry.points.tree is entry.field.obs.index.trees[0]
+    monkeypatch.setattr(reconstructor, "_shared_tree", lambda field, points: None)
+    own = Reconstructor("cpu").reconstruct(str(path), Observation(points=points), options)
+    np.testing.assert_array_equal(shared.vertices, own.vertices)
+    np.testing.assert_array_equal(shared.faces, own.faces)
 
 
 def test_a_cloud_beyond_the_limit_is_refused_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
