@@ -58,3 +58,10 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def family(name: str) -> str:
+    """A shape's family from its name: the unfamiliar set's ``shell-042.ply`` is a ``shell``."""
+    stem = name.rsplit(".", 1)[0]
+    head, _, tail = stem.rpartition("-")
+    return head if head and tail.isdigit() else "all"

@@ -4,8 +4,9 @@ Each held-out shape is observed once (``backend evaluate``'s observations: --poi
 --views for a partial scan), and the model (through the engine, as the CLI runs it) and the
 classical methods (``bench/classical.py``, Open3D) reconstruct it from exactly those points. All
 meshes are scored by ``backend.evaluation.score`` (IoU by ray parity, Chamfer-L1, normal
-consistency, F-score at 1%). Ball Pivoting leaves open meshes, whose IoU by ray parity is only
-indicative.
+consistency, F-score at 1%), as means over all shapes and, for a set of several families (the
+unfamiliar set's ``shell-042.ply`` ...), over each family. Ball Pivoting leaves open meshes, whose
+IoU by ray parity is only indicative.
 
     python bench/compare_classical.py pointcloud --n 100 --points 3000
     python bench/compare_classical.py pointcloud --points 10000 --views 3
@@ -32,7 +33,7 @@ from backend.allocator import ensure_fast_allocator  # noqa: E402
 
 ensure_fast_allocator(sys.argv)
 
-from classical import METHODS, available  # noqa: E402
+from classical import METHODS, available, family  # noqa: E402
 
 from backend.commands.evaluate import add_arguments, settings_from_args  # noqa: E402
 from backend.engine.reconstructor import Reconstructor  # noqa: E402
@@ -48,6 +49,7 @@ def compare(
     _, meta = engine.load(model)
     options = settings.reconstruct_options()
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    names: list[str] = []
     for case in test_cases(meta.kind, meta, settings, progress):
         points = case.observation.points
         assert points is not None
@@ -60,12 +62,23 @@ def compare(
                 vertices, faces = METHODS[method](points)
             seconds = time.perf_counter() - t0
             rows[method].append({**score(case, vertices, faces, settings), "seconds": seconds})
+        names.append(case.name)
     keys = (*METRICS, "seconds")
+    families = [family(name) for name in names]
+    by_family = {
+        f: {
+            m: {k: float(np.mean([r[k] for r, g in zip(rs, families, strict=True) if g == f])) for k in keys}
+            for m, rs in rows.items()
+        }
+        for f in dict.fromkeys(families)
+    }
     return {
         "model": model,
         "settings": {k: str(v) for k, v in vars(settings).items()},
         "mean": {m: {k: float(np.mean([r[k] for r in rs])) for k in keys} for m, rs in rows.items() if rs},
+        "by_family": by_family if len(by_family) > 1 else {},
         "shapes": rows,
+        "names": names,
     }
 
 
@@ -88,6 +101,10 @@ def main() -> int:
     print(f"{'method':>14}  " + "  ".join(f"{k:>18}" for k in (*SHOWN, "seconds")))
     for method, mean in result["mean"].items():
         print(f"{method:>14}  " + "  ".join(f"{mean[k]:>18.4f}" for k in (*SHOWN, "seconds")))
+    for name, means in result["by_family"].items():  # a set of several families, each on its own
+        print(f"{name}:")
+        for method, mean in means.items():
+            print(f"{method:>14}  " + "  ".join(f"{mean[k]:>18.4f}" for k in (*SHOWN, "seconds")))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")

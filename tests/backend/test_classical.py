@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from classical import METHODS, available  # noqa: E402
+from classical import METHODS, available, family  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not available(), reason="Open3D is not installed or does not load")
 
@@ -46,3 +46,13 @@ def test_the_comparison_scores_every_method_on_the_same_points(engine_weights: P
     assert result["mean"]["poisson"]["chamfer_l1"] < 0.03
     assert result["mean"]["poisson"]["fscore"] > result["mean"]["model"]["fscore"]
     assert "ball_pivoting" in done.stdout and "poisson" in done.stdout
+
+
+def test_shapes_are_grouped_by_the_family_their_names_begin_with() -> None:
+    assert [family(n) for n in ("shell-042.ply", "swept-tube-7", "test-3", "chair.ply", "blob-x")] == [
+        "shell",
+        "swept-tube",
+        "test",
+        "all",
+        "all",
+    ]
