@@ -22,9 +22,8 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 PATCH_SCALE = 20.0  # offsets are read in units of 0.05 of the object, the near-surface band
-INFERENCE_CHUNK = (
-    2048  # queries per step without autograd: a step's (chunk * k, width) activations stay in cache
-)
+# queries per step without autograd: a step's (chunk * k, width) activations stay in cache
+INFERENCE_CHUNK = 2048
 
 
 class NeighbourIndex:
