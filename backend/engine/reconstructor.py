@@ -301,6 +301,6 @@ class Reconstructor:
 def _shared_tree(field: NetworkField, points: np.ndarray) -> cKDTree | None:
     """A patch model's k-d tree over the cloud it read (``points``), which the fit can search too."""
     evidence = field.obs
-    if isinstance(evidence, PointEvidence) and evidence.index.n == len(points) == evidence.points.shape[1]:
+    if isinstance(evidence, PointEvidence) and evidence.index.n == len(points):
         return evidence.index.trees[0]
     return None

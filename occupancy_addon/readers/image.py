@@ -79,6 +79,13 @@ def shrink_step(width: int, height: int) -> int:
     return -(-max(width, height) // MAX_IMAGE_SIDE)
 
 
+def kept_extent(width: int, height: int) -> tuple[int, int]:
+    """The (width, height) of the part of a picture ``read_image`` reads: whole blocks from the
+    top-left corner, so up to step - 1 columns and rows go at the right and bottom."""
+    step = shrink_step(width, height)
+    return width // step * step, height // step * step
+
+
 def read_image(image: bpy.types.Image) -> np.ndarray:
     """(H, W, C) float32 pixels in [0, 1], top row first, at most MAX_IMAGE_SIDE on a side."""
     width, height = image_size(image)
@@ -93,8 +100,8 @@ def read_image(image: bpy.types.Image) -> np.ndarray:
     image.pixels.foreach_get(pixels)
     picture = pixels.reshape(height, width, channels)[::-1]  # Blender stores the bottom row first
     step = shrink_step(width, height)
-    if step > 1:  # average step x step blocks; up to step - 1 columns and rows go at the right and bottom
-        h, w = height // step * step, width // step * step
+    if step > 1:  # average step x step blocks
+        w, h = kept_extent(width, height)
         picture = picture[:h, :w].reshape(h // step, step, w // step, step, channels).mean(axis=(1, 3))
     if channels == 2:  # grey + alpha
         picture = np.concatenate([picture[..., :1].repeat(3, axis=2), picture[..., 1:]], axis=2)

@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..placement import image_extent
 from ..scene_data import InputChoice, InputData, image_size, is_image_empty, world_matrix
 from .base import Context, MaybeImage, MaybeObject, Reader
-from .image import check_image_size, read_image, shrink_step
+from .image import check_image_size, kept_extent, read_image
 
 FAR = 100.0  # an image empty's camera stands this many picture sizes behind it
 
@@ -106,8 +106,7 @@ class ViewsReader(Reader):
                 raise UserError(f"'{view.name}' no longer holds a picture")
             pictures.append(read_image(picture))
             width, height = image_size(picture)
-            step = shrink_step(width, height)  # the picture read: whole blocks, from the top-left
-            kept = (0, 0, width // step * step, height // step * step)
+            kept = (0, 0, *kept_extent(width, height))  # the part of the picture read
             cameras.append(protocol.crop_rows(camera_row(view, width, height), (width, height), kept)[0])
         stacked, rows = protocol.pad_views(pictures, np.stack(cameras))
         return InputData(choice, {"views": stacked, "cameras": rows}, np.eye(4))
