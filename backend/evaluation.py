@@ -95,11 +95,16 @@ class EvalSettings:
     # set (wire.views.VIEW_SETS)
     cameras: str = "random"
     fit_points: bool = True  # point clouds: the surface fitted to the points (engine/fit.py), as by default
+    outlines: bool = True  # views: the field blended with the views' outlines (engine/outlines.py)
 
     def reconstruct_options(self) -> ReconstructOptions:
         """How every test shape is reconstructed (the engine's defaults otherwise)."""
         return ReconstructOptions(
-            tau=self.tau, resolution=self.resolution, fit_points=self.fit_points, keep_field=False
+            tau=self.tau,
+            resolution=self.resolution,
+            fit_points=self.fit_points,
+            outlines=self.outlines,
+            keep_field=False,
         )
 
     def check(self) -> None:

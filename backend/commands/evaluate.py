@@ -184,6 +184,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         views=args.views,
         cameras=args.cameras,
         fit_points=args.fit,
+        outlines=args.outlines,
     )
 
 

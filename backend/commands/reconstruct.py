@@ -49,11 +49,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_fit_argument(p: argparse.ArgumentParser) -> None:
+    """The options that keep the network's own surface: unfitted to a scan, unblended with outlines."""
     p.add_argument(
         "--no-fit",
         dest="fit",
         action="store_false",
         help="point clouds: keep the network's surface, not fitted to the points where they are dense",
+    )
+    p.add_argument(
+        "--no-outlines",
+        dest="outlines",
+        action="store_false",
+        help="reference views: keep the network's surface, not blended with the views' outlines",
     )
 
 
@@ -65,6 +72,7 @@ def options_from(args: argparse.Namespace) -> ReconstructOptions:
         simplify_faces=args.simplify,
         normals=args.normals,
         fit_points=args.fit,
+        outlines=args.outlines,
         keep_field=False,
         seed=args.seed,
     )

@@ -123,9 +123,21 @@ def frame(rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, Framing]:
     cy += np.clip(h / 2.0 - cy, -TRAINING_OFFSET * side, TRAINING_OFFSET * side)
     cx += np.clip(w / 2.0 - cx, -TRAINING_OFFSET * side, TRAINING_OFFSET * side)
     y0, x0 = int(round(cy - side / 2.0)), int(round(cx - side / 2.0))
-    cut = rgb * weights[..., None] + (1.0 - weights[..., None])  # onto white, like training's backdrop
-    square = np.ones((side, side, 3), np.float32)
-    ys, xs = slice(max(y0, 0), min(y0 + side, h)), slice(max(x0, 0), min(x0 + side, w))
-    square[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = cut[ys, xs]
     centre = ((x0 + side / 2.0 - w / 2.0) / longest, -(y0 + side / 2.0 - h / 2.0) / longest)
-    return square, Framing(centre, side / longest)
+    framing = Framing(centre, side / longest)
+    cut = rgb * weights[..., None] + (1.0 - weights[..., None])  # onto white, like training's backdrop
+    return crop(cut, framing, 1.0), framing
+
+
+def crop(values: np.ndarray, framing: Framing, fill: float) -> np.ndarray:
+    """The square ``framing`` cuts from a picture's (H, W, ...) values, as float32, ``fill``
+    where it reaches past the picture's edges: the picture itself, or its object's weights."""
+    h, w = values.shape[:2]
+    longest = float(max(h, w))
+    side = max(int(round(framing.side * longest)), 1)
+    x0 = int(round(framing.centre[0] * longest + w / 2.0 - side / 2.0))
+    y0 = int(round(-framing.centre[1] * longest + h / 2.0 - side / 2.0))
+    square = np.full((side, side, *values.shape[2:]), fill, np.float32)
+    ys, xs = slice(max(y0, 0), min(y0 + side, h)), slice(max(x0, 0), min(x0 + side, w))
+    square[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = values[ys, xs]
+    return square

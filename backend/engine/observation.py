@@ -39,6 +39,7 @@ from ..limits import (
 from ..models.views import ModelInput
 from ..wire.constants import VOXEL_RES
 from .framing import Framing, frame, object_mask
+from .outlines import Outlines
 from .types import InputError
 
 MIN_POINTS = 10
@@ -73,6 +74,8 @@ class Prepared:
     warnings: list[str]
     # a point cloud as the model reads it (normalised): what the surface is fitted to
     points: np.ndarray | None = None
+    # reference views: their outlines, whose visual hull the field is blended with (outlines.py)
+    outlines: Outlines | None = None
 
 
 def _as_array(value: object, name: str) -> np.ndarray:

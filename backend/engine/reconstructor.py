@@ -26,7 +26,7 @@ from ..models import OccupancyNetwork
 from ..models.patches import PointEvidence
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
-from .field import NetworkField
+from .field import Field, NetworkField
 from .fit import Scan
 from .grid import Grid, check_resolution
 from .lattice import LatticeValues
@@ -35,6 +35,7 @@ from .observation import (
     Prepared,
     UserFrame,
 )
+from .outlines import OutlinedField
 from .types import (
     CancelFn,
     Cancelled,
@@ -177,7 +178,9 @@ class Reconstructor:
         with torch.no_grad():
             inputs = None if prepared.inputs is None else prepared.inputs.to(self.device)
             c, obs = net.encode_local(inputs)
-        field = NetworkField(net, c, None, half=self.half, obs=obs)
+        field: Field = NetworkField(net, c, None, half=self.half, obs=obs)
+        if prepared.outlines is not None:
+            field = OutlinedField(field, prepared.outlines)
         if progress is not None:
             progress("encode", 1.0)
         encode_time = time.perf_counter() - t0
@@ -260,7 +263,7 @@ class Reconstructor:
 
     def _first_extraction(
         self,
-        field: NetworkField,
+        field: Field,
         grid: Grid,
         prepared: Prepared,
         meta: ModelMeta,
@@ -298,9 +301,9 @@ class Reconstructor:
         return result
 
 
-def _shared_tree(field: NetworkField, points: np.ndarray) -> cKDTree | None:
+def _shared_tree(field: Field, points: np.ndarray) -> cKDTree | None:
     """A patch model's k-d tree over the cloud it read (``points``), which the fit can search too."""
-    evidence = field.obs
+    evidence = field.obs if isinstance(field, NetworkField) else None
     if isinstance(evidence, PointEvidence) and evidence.index.n == len(points):
         return evidence.index.trees[0]
     return None

@@ -27,6 +27,7 @@ from ..models.views import ViewSet
 from ..wire.views import MAX_VIEWS
 from .framing import frame, object_mask
 from .observation import Prepared, UserFrame, read_picture, resize_square
+from .outlines import Outlines, framed_outline
 from .types import InputError
 
 SEEN_MARGIN = 0.5  # a view must see the agreed centre within its outline's box grown by this share
@@ -147,9 +148,10 @@ def object_frame(boxes: list[tuple[np.ndarray, np.ndarray]], cameras: Cameras) -
     return centre, 2.0 * extent
 
 
-def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
+def prepare_views(pictures: object, cameras: object, size: int, outlines: bool = True) -> Prepared:
     """Pictures (V, H, W, 3 or 4) of one object and their cameras (V, 15) -> the views model's
-    input (a ViewSet of one object) and the frame that maps its prediction to the world."""
+    input (a ViewSet of one object), the frame that maps its prediction to the world and, with
+    ``outlines``, the views' outlines for the field to respect (``outlines.py``)."""
     try:
         count = len(pictures)  # type: ignore[arg-type]
     except TypeError:
@@ -157,7 +159,7 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
     if not 1 <= count <= MAX_VIEWS:
         raise InputError(f"a views model takes 1 to {MAX_VIEWS} pictures of one object, got {count}")
     given = _checked_cameras(cameras, count)
-    images, crops, boxes = [], [], []
+    images, crops, boxes, masks = [], [], [], []
     for i in range(count):
         try:
             rgb, alpha = read_picture(pictures[i])  # type: ignore[index]
@@ -168,10 +170,13 @@ def prepare_views(pictures: object, cameras: object, size: int) -> Prepared:
         images.append(resize_square(square, size))
         crops.append(given.one(i).framed(framing))
         boxes.append(outline_box(weights > 0.5))
+        if outlines:
+            masks.append(framed_outline(weights, framing))
     centre, scale = object_frame(boxes, given)
     origin = torch.tensor(centre, dtype=torch.float32)
     to_unit = [Cameras(c.rotation, (c.centre - origin) / scale, c.focal, c.principal) for c in crops]
     stacked = torch.cat([c.to_rows() for c in to_unit])[None]
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()[None] / 255.0
     views = ViewSet(pixels, stacked, torch.tensor([count]))
-    return Prepared(views, UserFrame(centre, scale), [])
+    known = Outlines(torch.from_numpy(np.stack(masks)), stacked[0]) if outlines else None
+    return Prepared(views, UserFrame(centre, scale), [], outlines=known)

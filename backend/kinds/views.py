@@ -65,7 +65,8 @@ class Views(InputKind):
             raise InputError(
                 "a views model needs each picture's camera: pass cameras (one row of 15 per picture)"
             )
-        return prepare_views(observation.views, observation.cameras, int(meta.config.get("image_size", 64)))
+        size = int(meta.config.get("image_size", 64))
+        return prepare_views(observation.views, observation.cameras, size, options.outlines)
 
     def observe(
         self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None
