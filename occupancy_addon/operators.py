@@ -70,6 +70,7 @@ def _recipe(op: Any, kind: str, **extra: Any) -> Recipe:
         refine_steps=op.refine_steps,
         simplify_faces=op.simplify_faces,
         fit_points=op.fit_points,
+        outlines=op.outlines,
         **extra,
     )
 
@@ -102,6 +103,12 @@ class _BackendTask(bpy.types.Operator):
     fit_points: BoolProperty(  # type: ignore[valid-type]
         name="Fit to Points",
         description="Point clouds: move the surface onto the points where the scan is dense",
+        default=True,
+    )
+    outlines: BoolProperty(  # type: ignore[valid-type]
+        name="Keep to Outlines",
+        description="Reference views: pull the surface to the pictures' outlines where the network "
+        "is in doubt",
         default=True,
     )
     threshold: FloatProperty(  # type: ignore[valid-type]

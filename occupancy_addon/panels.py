@@ -75,6 +75,8 @@ class OCC_PT_reconstruct(_SidebarTab, bpy.types.Panel):
         column.prop(settings, "resolution")
         if settings.input_mode in ("POINTCLOUD", "AUTO"):
             layout.prop(settings, "fit_points")
+        if settings.input_mode in ("VIEWS", "AUTO"):
+            layout.prop(settings, "outlines")
         row = layout.row(align=True)
         row.prop(settings, "refine")
         sub = row.row(align=True)
@@ -139,6 +141,7 @@ def _set_options(op: Any, settings: OCC_PG_settings) -> None:
     op.refine_steps = settings.refine_steps if settings.refine else 0
     op.simplify_faces = settings.simplify_faces if settings.simplify else 0
     op.fit_points = settings.fit_points
+    op.outlines = settings.outlines
     op.threshold = 0.0 if settings.use_model_threshold else settings.threshold
 
 

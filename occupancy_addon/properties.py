@@ -79,6 +79,12 @@ class OCC_PG_settings(bpy.types.PropertyGroup):
         "off: keep the network's smoother surface",
         default=True,
     )
+    outlines: BoolProperty(  # type: ignore[valid-type]
+        name="Keep to Outlines",
+        description="Reference views: pull the surface to the pictures' outlines where the network "
+        "is in doubt; off: keep the network's own surface",
+        default=True,
+    )
     use_model_threshold: BoolProperty(  # type: ignore[valid-type]
         name="Model's Threshold",
         description="Use the threshold the model was tuned with",

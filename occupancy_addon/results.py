@@ -37,6 +37,7 @@ class Recipe:
     refine_steps: int = 0
     simplify_faces: int = 0  # 0: off
     fit_points: bool = True  # point clouds: the surface fitted to the points where they are dense
+    outlines: bool = True  # reference views: the surface pulled to the pictures' outlines
     input_mode: str = "AUTO"
     use_modifiers: bool = True
     image: str = ""  # the name of an image chosen in the panel (no image empty)
@@ -49,6 +50,7 @@ class Recipe:
             "refine_steps": self.refine_steps,
             "simplify_faces": self.simplify_faces or None,
             "fit_points": self.fit_points,
+            "outlines": self.outlines,
             "tau": tau,
             "seed": self.seed,
             "keep_field": True,

@@ -234,3 +234,11 @@ def test_reference_views(shipped: ModuleType, tmp_path: Path, repo_root: Path) -
     box = np.array([-0.45, -0.3, -0.2, 0.45, 0.3, 0.2]).reshape(2, 3) * scale + offset
     assert len(mesh) > 100 and box_iou(box, mesh) > 0.5
     assert np.linalg.norm(mesh.mean(0) - offset) < 0.15 * scale
+    # the outlines option reaches the backend (which refuses unknown options) and the recipe
+    assert json.loads(result.occupancy.recipe)["outlines"] is True
+    bpy.context.view_layer.objects.active = bpy.data.objects["View0"]
+    assert bpy.ops.occupancy.reconstruct(resolution=64, outlines=False) == {"FINISHED"}
+    plain = bpy.context.active_object
+    assert json.loads(plain.occupancy.recipe)["outlines"] is False
+    plain_mesh = world_vertices(plain)
+    assert plain_mesh.shape != mesh.shape or not np.allclose(plain_mesh, mesh)
