@@ -1,15 +1,15 @@
 """One plain picture: the image model against the views model, like for like.
 
 A user's single picture can go to the image model (one fixed camera, the object framed in the
-picture) or to the views model with the picture's camera, or, for a plain picture whose camera is
-not known, with an assumed one (``ASSUMED_CAMERA``). This scores all three on the same held-out
-pictures, shot as users shoot them (the views test split: ``--cameras random`` or ``outside``),
-in the same frame: the image model predicts in the camera's axes around the object's centre, so
-its unit-frame mesh is turned into the world by the picture's camera and placed and sized where
-the views engine places the object from that one picture (``engine.views.prepare_views``). Both
-meshes are then scored against the ground truth by ``backend.evaluation.score``. The mesh made
-with the assumed camera is turned into the picture's camera axes and placed the same way, so that
-only what the model makes of the picture differs, not where the unknown camera puts it.
+picture), to the views model with the picture's camera, or, as a plain picture whose camera is not
+known, to the views model through the image models' camera (``engine.views.picture_as_view``).
+This scores all three on the same held-out pictures, shot as users shoot them (the views test
+split: ``--cameras random`` or ``outside``), in the same frame: the image model predicts in the
+camera's axes around the object's centre, so its unit-frame mesh is turned into the world by the
+picture's camera and placed and sized where the views engine places the object from that one
+picture (``engine.views.prepare_views``). The plain picture's mesh is turned the same way, so that
+only what the model makes of the picture differs, not where the unknown camera puts it. All
+meshes are then scored against the ground truth by ``backend.evaluation.score``.
 
     python bench/single_picture.py --n 100
     python bench/single_picture.py --n 100 --cameras outside --json single.json
@@ -31,23 +31,18 @@ from backend.allocator import ensure_fast_allocator  # noqa: E402
 
 ensure_fast_allocator(sys.argv)
 
+from backend.data.cameras import Cameras  # noqa: E402
 from backend.engine.observation import UserFrame, prepare_image  # noqa: E402
 from backend.engine.reconstructor import Reconstructor  # noqa: E402
 from backend.engine.types import Observation  # noqa: E402
 from backend.engine.views import prepare_views  # noqa: E402
 from backend.evaluation import EVAL_CAMERAS, METRICS, EvalSettings, score, test_cases  # noqa: E402
-from backend.wire.views import look_at_rows  # noqa: E402
 
 SHOWN = ("iou", "chamfer_l1", "fscore", "silhouette_iou")
 
 
-# a plain picture's camera, assumed: the middle of the training shots' elevations and fields of view
-ASSUMED_ELEVATION, ASSUMED_FOV = 25.0, 40.0
-ASSUMED_CAMERA = look_at_rows(
-    2.5 * np.array([[0.0, -np.cos(np.radians(ASSUMED_ELEVATION)), np.sin(np.radians(ASSUMED_ELEVATION))]]),
-    np.zeros((1, 3)),
-    np.array([ASSUMED_FOV]),
-)
+# the camera a plain picture is read through by a views model (``engine.views.picture_as_view``)
+ASSUMED_CAMERA = Cameras.canonical(1).to_array()
 
 
 def camera_axes_to_world(unit: np.ndarray, camera: np.ndarray, place: UserFrame) -> np.ndarray:
@@ -69,8 +64,8 @@ def image_in_world(
 def assumed_in_world(
     vertices: np.ndarray, picture: np.ndarray, camera: np.ndarray, place: UserFrame
 ) -> np.ndarray:
-    """The views model's mesh made with ``ASSUMED_CAMERA`` -> the world of the picture's true
-    ``camera``: into the assumed camera's axes, then as ``camera_axes_to_world``."""
+    """The views model's mesh of a plain picture, made through ``ASSUMED_CAMERA`` -> the world of
+    the picture's true ``camera``: into that camera's axes, then as ``camera_axes_to_world``."""
     assumed = prepare_views(picture[None], ASSUMED_CAMERA, 64).frame
     rotation = ASSUMED_CAMERA[0, :9].reshape(3, 3).astype(np.float64)
     return camera_axes_to_world(assumed.to_unit(vertices).astype(np.float64) @ rotation.T, camera, place)
@@ -91,9 +86,7 @@ def compare(settings: EvalSettings, image_model: str, views_model: str, progress
         place = prepare_views(obs.views[:1], obs.cameras[:1], 64).frame
         world = image_in_world(image.vertices, picture, camera, place)
         rows["image"].append(score(case, world, image.faces, settings))
-        plain = engine.reconstruct(
-            views_model, Observation(views=obs.views[:1], cameras=ASSUMED_CAMERA), options
-        )
+        plain = engine.reconstruct(views_model, Observation(image=picture), options)  # a plain picture
         world = assumed_in_world(plain.vertices, picture, camera, place)
         rows["assumed"].append(score(case, world, plain.faces, settings))
     keys = [k for k in (*METRICS, "silhouette_iou") if k in rows["views"][0]]

@@ -20,6 +20,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
+from ..kinds import kind as input_kind
 from ..kinds import observed_kind
 from ..limits import MAX_THREADS
 from ..models import OccupancyNetwork
@@ -46,6 +47,7 @@ from .types import (
     ProgressFn,
     ReconstructOptions,
 )
+from .views import picture_as_view
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +168,12 @@ class Reconstructor:
     ) -> MeshResult:
         """Reconstruct a closed mesh from an observation, in the observation's frame."""
         spec = observed_kind(observation)
-        kind = spec.name
         grid, tau_opt = self.check(options)
         net, meta = self.load(model)
-        if meta.kind != kind:
-            raise InputError(f"model {model!r} takes {meta.kind} input, but the observation is {kind}")
+        if (spec.name, meta.kind) == ("image", "views"):  # one plain picture, as a single view
+            observation, spec = picture_as_view(observation), input_kind("views")
+        if meta.kind != spec.name:
+            raise InputError(f"model {model!r} takes {meta.kind} input, but the observation is {spec.name}")
         t0 = time.perf_counter()
         if progress is not None:
             progress("encode", 0.0)

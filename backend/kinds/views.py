@@ -66,7 +66,7 @@ class Views(InputKind):
                 "a views model needs each picture's camera: pass cameras (one row of 15 per picture)"
             )
         size = int(meta.config.get("image_size", 64))
-        return prepare_views(observation.views, observation.cameras, size, options.outlines)
+        return prepare_views(observation.views, observation.cameras, size, options.outlines, observation.mask)
 
     def observe(
         self, pool: ShapePool, idx: Tensor, cfg: DataConfig, gen: Generator, views: Tensor | None

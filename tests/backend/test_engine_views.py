@@ -107,3 +107,38 @@ def test_a_views_model_reconstructs_in_the_world(tmp_path: Path) -> None:
         assert trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).is_watertight
     with pytest.raises(InputError, match="needs each picture's camera"):
         engine.reconstruct("views", Observation(views=pictures), ReconstructOptions(resolution=32))
+
+
+def test_one_plain_picture_goes_to_a_views_model_through_the_image_models_camera(tmp_path: Path) -> None:
+    """An image observation given to a views model is one view through ``Cameras.canonical``:
+    the same mesh as that view given explicitly, in the picture's camera frame (in front of the
+    camera, on the object's side of the picture), and a mask given with it is used."""
+    from backend.engine.views import picture_as_view
+
+    write_model(tmp_path, "views", 5, kind="views", local_features=True, image_size=64)
+    engine = Reconstructor(device="cpu", weights_dir=tmp_path)
+    pictures, _, _, outline = world_views(1, seed=3)
+    options = ReconstructOptions(tau=0.5, resolution=32, keep_field=False)
+    plain = engine.reconstruct("views", Observation(image=pictures[0]), options)
+    canonical = Cameras.canonical(1).to_array()
+    explicit = engine.reconstruct("views", Observation(views=pictures[:1], cameras=canonical), options)
+    np.testing.assert_array_equal(plain.vertices, explicit.vertices)
+    np.testing.assert_array_equal(plain.faces, explicit.faces)
+
+    view = picture_as_view(Observation(image=pictures[0]))
+    frame = prepare_views(view.views, view.cameras, 64).frame
+    uv, depth = Cameras.canonical(1).project(torch.tensor(frame.center, dtype=torch.float32)[None, None])
+    rows, cols = np.nonzero(outline[0])
+    size = outline.shape[-1]
+    middle = np.array([(cols.mean() + 0.5) / size * 2 - 1, 1 - (rows.mean() + 0.5) / size * 2])
+    assert float(depth) > 0 and np.abs(uv[0, 0].numpy() - middle).max() < 0.15
+
+    masked = np.zeros(pictures.shape[1:3], np.float32)
+    masked[outline[0]] = 1.0  # the exact outline, as a user's mask
+    framed = prepare_views(view.views, view.cameras, 64, mask=masked).frame
+    assert np.linalg.norm(framed.center - frame.center) < 0.1 * frame.scale
+    masked[:, int(cols.mean()) :] = 0.0  # only the object's left part: the object moves left
+    left = prepare_views(view.views, view.cameras, 64, mask=masked).frame
+    assert left.center[0] < frame.center[0] - 0.05 * frame.scale
+    with pytest.raises(InputError, match="a mask goes with a single picture"):
+        prepare_views(np.concatenate([pictures, pictures]), np.concatenate([canonical] * 2), 64, mask=masked)
