@@ -31,18 +31,13 @@ from backend.allocator import ensure_fast_allocator  # noqa: E402
 
 ensure_fast_allocator(sys.argv)
 
-from backend.data.cameras import Cameras  # noqa: E402
 from backend.engine.observation import UserFrame, prepare_image  # noqa: E402
 from backend.engine.reconstructor import Reconstructor  # noqa: E402
 from backend.engine.types import Observation  # noqa: E402
-from backend.engine.views import prepare_views  # noqa: E402
+from backend.engine.views import picture_as_view, prepare_views  # noqa: E402
 from backend.evaluation import EVAL_CAMERAS, METRICS, EvalSettings, score, test_cases  # noqa: E402
 
 SHOWN = ("iou", "chamfer_l1", "fscore", "silhouette_iou")
-
-
-# the camera a plain picture is read through by a views model (``engine.views.picture_as_view``)
-ASSUMED_CAMERA = Cameras.canonical(1).to_array()
 
 
 def camera_axes_to_world(unit: np.ndarray, camera: np.ndarray, place: UserFrame) -> np.ndarray:
@@ -64,10 +59,13 @@ def image_in_world(
 def assumed_in_world(
     vertices: np.ndarray, picture: np.ndarray, camera: np.ndarray, place: UserFrame
 ) -> np.ndarray:
-    """The views model's mesh of a plain picture, made through ``ASSUMED_CAMERA`` -> the world of
-    the picture's true ``camera``: into that camera's axes, then as ``camera_axes_to_world``."""
-    assumed = prepare_views(picture[None], ASSUMED_CAMERA, 64).frame
-    rotation = ASSUMED_CAMERA[0, :9].reshape(3, 3).astype(np.float64)
+    """The views model's mesh of a plain picture, made through the camera the engine assumes for it
+    (``picture_as_view``) -> the world of the picture's true ``camera``: into the assumed camera's
+    axes, then as ``camera_axes_to_world``."""
+    view = picture_as_view(Observation(image=picture))
+    assert view.views is not None and view.cameras is not None
+    assumed = prepare_views(view.views, view.cameras, 64, outlines=False).frame
+    rotation = np.asarray(view.cameras, np.float64)[0, :9].reshape(3, 3)
     return camera_axes_to_world(assumed.to_unit(vertices).astype(np.float64) @ rotation.T, camera, place)
 
 
@@ -83,7 +81,7 @@ def compare(settings: EvalSettings, image_model: str, views_model: str, progress
         rows["views"].append(score(case, views.vertices, views.faces, settings))
         picture, camera = obs.views[0], obs.cameras[0]
         image = engine.reconstruct(image_model, Observation(image=picture), options)
-        place = prepare_views(obs.views[:1], obs.cameras[:1], 64).frame
+        place = prepare_views(obs.views[:1], obs.cameras[:1], 64, outlines=False).frame
         world = image_in_world(image.vertices, picture, camera, place)
         rows["image"].append(score(case, world, image.faces, settings))
         plain = engine.reconstruct(views_model, Observation(image=picture), options)  # a plain picture

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..wire.constants import CAMERA_DISTANCE, FOV_DEGREES
 from ..wire.views import CAMERA_ROW, VIEW_SETS, look_at_rows
@@ -109,6 +110,17 @@ class Cameras:
         uv = q[..., :2] / depth.clamp(min=1e-6)[..., None] * self.focal[:, None, None]
         uv = uv + self.principal[:, None]
         return uv, depth
+
+    def sample(
+        self, maps: torch.Tensor, p: torch.Tensor, padding: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each camera's picture-aligned maps (V, C, H, W), read bilinearly where points (V, M, 3)
+        project (``padding``: grid_sample's, beyond the picture) -> (V, C, M), with the points'
+        picture coordinates (V, M, 2) and depths (V, M) from ``project``."""
+        uv, depth = self.project(p)
+        where = torch.stack([uv[..., 0], -uv[..., 1]], -1)[:, None]  # grid_sample's y runs down
+        values = F.grid_sample(maps, where, mode="bilinear", padding_mode=padding, align_corners=False)
+        return values[:, :, 0], uv, depth
 
     def silhouettes(self, points: np.ndarray, size: int) -> np.ndarray:
         """The (V, size, size) pixels, row-major from the top-left, that points (K, 3) in front of

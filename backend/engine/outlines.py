@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..data.cameras import Cameras
@@ -67,12 +66,8 @@ class Outlines:
         """Points (M, 3) -> (M,) logits of lying inside every view's outline (differentiable)."""
         cameras = Cameras.from_rows(self.cameras.to(p.dtype))
         v = len(self.cameras)
-        uv, depth = cameras.project(p[None].expand(v, -1, -1))
-        where = torch.stack([uv[..., 0], -uv[..., 1]], -1)[:, None]  # grid_sample: y runs down
-        seen = F.grid_sample(
-            self.masks[:, None].to(p.dtype), where, mode="bilinear", padding_mode="zeros", align_corners=False
-        )[:, 0, 0]
-        seen = seen.masked_fill(depth <= 0, 0.0)  # behind a camera: not in its picture
+        seen, _, depth = cameras.sample(self.masks[:, None].to(p.dtype), p[None].expand(v, -1, -1), "zeros")
+        seen = seen[:, 0].masked_fill(depth <= 0, 0.0)  # behind a camera: not in its picture
         return OUTLINE_SHARPNESS * (seen.amin(0) - OUTLINE_LEVEL)
 
 

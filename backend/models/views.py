@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.cameras import ARRAY_WIDTH, Cameras
@@ -115,10 +114,8 @@ class ViewFeatures(nn.Module):
         b, v, c = evidence.fmap.shape[:3]
         m = p.shape[1]
         cameras = Cameras.from_rows(evidence.cameras.to(p.dtype))
-        uv, depth = cameras.project(p.repeat_interleave(v, 0))  # (B V, M, 2), (B V, M)
-        where = torch.stack([uv[..., 0], -uv[..., 1]], -1)[:, None]  # grid_sample: y runs down
         fmap = evidence.fmap.flatten(0, 1).to(p.dtype)
-        sampled = F.grid_sample(fmap, where, mode="bilinear", padding_mode="border", align_corners=False)
+        sampled, uv, depth = cameras.sample(fmap, p.repeat_interleave(v, 0), "border")  # (B V, C, M)
         feats = sampled.reshape(b, v, c, m)  # channels before points: the pooling reads memory in order
         inside = ((uv.abs() <= 1).all(-1) & (depth > 0)).reshape(b, v, m)
         valid = evidence.valid
