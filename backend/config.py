@@ -118,6 +118,7 @@ class DataConfig:
     outliers: float = 0.0  # each shape replaces a share uniform in [0, outliers] by uniform points
     density_gain: float = 0.0  # sampling density exp(g <p, d>), g uniform in [0, density_gain]
     partial_scans: float = 0.0  # share of shapes seen only from 1 to scan_views random viewpoints
+    hollow: float = 0.0  # share of shapes made thin-walled and cut open (data/shapes.random_opening)
     scan_views: int = 4
     query_points: int = 2048  # query points per shape per step
     near_surface_ratio: float = 0.5  # share of query points near the surface (0 = original, uniform only)
@@ -164,8 +165,10 @@ class DataConfig:
                 f"data.n_points_max ({self.n_points_max}) must be 0 or at least "
                 f"data.n_points ({self.n_points})"
             )
-        if self.outliers > 0.5 or self.partial_scans > 1:
-            raise ConfigError("data.outliers must be at most 0.5 and data.partial_scans at most 1")
+        if self.outliers > 0.5 or self.partial_scans > 1 or not 0 <= self.hollow <= 1:
+            raise ConfigError(
+                "data.outliers must be at most 0.5, and data.partial_scans and data.hollow between 0 and 1"
+            )
         if self.partial_scans > 0 and self.scan_views < 1:
             raise ConfigError("data.partial_scans needs data.scan_views >= 1")
         if self.cameras not in CAMERA_STYLES:

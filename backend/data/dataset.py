@@ -99,15 +99,7 @@ class ShapePool:
         self.shapes: ShapeSet | None = None
         self.queries: StoredQueries | None = None
         if "kind" in d:
-            self.shapes = ShapeSet(
-                kind=torch.from_numpy(d["kind"]),
-                op=torch.from_numpy(d["op"]),
-                params=torch.from_numpy(d["params"]),
-                rot=torch.from_numpy(d["rot"]),
-                trans=torch.from_numpy(d["trans"]),
-                center=torch.from_numpy(d["center"]),
-                scale=torch.from_numpy(d["scale"].astype(np.float32)),
-            )
+            self.shapes = ShapeSet.from_numpy(d)
         else:
             n_u, n_n = d["uniform_points"].shape[1], d["near_points"].shape[1]
             self.queries = StoredQueries(

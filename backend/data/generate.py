@@ -25,7 +25,7 @@ from ..config import DataConfig
 from ..interrupts import ignore_interrupts
 from .meshes import prepared_split, voxel_probe_points
 from .render import render
-from .shapes import Frame, ShapeSet, random_rotation, random_shape
+from .shapes import NO_CUT, Frame, ShapeSet, random_opening, random_rotation, random_shape
 from .surface import grid_points, sample_surface
 from .views import reference_views
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 FORMAT_VERSION = 1
+SOLID = {"shell": np.asarray(0.0, np.float32), "cut": NO_CUT}
 
 
 def _single(spec: dict[str, np.ndarray], center: np.ndarray, scale: float) -> ShapeSet:
@@ -47,6 +48,8 @@ def _single(spec: dict[str, np.ndarray], center: np.ndarray, scale: float) -> Sh
         trans=batched("trans"),
         center=torch.from_numpy(center.astype(np.float32)[None]),
         scale=torch.tensor([scale], dtype=torch.float32),
+        shell=torch.tensor([float(spec.get("shell", 0.0))], dtype=torch.float32),
+        cut=torch.from_numpy(np.asarray(spec.get("cut", NO_CUT), np.float32)[None]),
     )
 
 
@@ -69,6 +72,8 @@ def voxelize(shape: ShapeSet, res: int, frame: Frame | None = None) -> np.ndarra
 def make_shape(seed: int, split_id: int, index: int, cfg: DataConfig) -> dict[str, np.ndarray]:
     """Generate shape ``index`` of a split, with its observations, in the unit-cube frame."""
     rng = np.random.default_rng([seed, split_id, index])
+    # openings draw from a stream of their own, so the solids of a split stay as they were
+    opening_rng = np.random.default_rng([seed, split_id, index, 1])
     lo, hi = np.full(3, -1.6), np.full(3, 1.6)
     coarse = torch.from_numpy(grid_points(lo, hi, 40))[None]
     while True:
@@ -80,6 +85,10 @@ def make_shape(seed: int, split_id: int, index: int, cfg: DataConfig) -> dict[st
         cell = (hi - lo) / 39
         pts_in = coarse[0].numpy()[inside]
         box_lo, box_hi = pts_in.min(0) - 1.5 * cell, pts_in.max(0) + 1.5 * cell
+        if cfg.hollow > 0:  # every shape of such a split stores walls and a cut, solid or not
+            opened = opening_rng.random() < cfg.hollow
+            spec |= random_opening(opening_rng, box_lo, box_hi) if opened else SOLID
+            raw = _single(spec, np.zeros(3), 1.0)
         surface, normals = sample_surface(
             partial(_sdf_single, raw), box_lo, box_hi, 80, cfg.surface_points, rng
         )
@@ -150,6 +159,8 @@ def split_key(cfg: DataConfig, split: str, n: int) -> str:
     }
     if cfg.cameras != "fixed":  # the fixed camera's splits keep the names they were cached under
         fields["cameras"] = cfg.cameras
+    if cfg.hollow > 0:  # likewise splits of solids only
+        fields["hollow"] = cfg.hollow
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -5,12 +5,17 @@ and a translation, and an operation: union (added material) or subtraction (hole
 cuts, concavities). The signed distance of the composition is
 ``max(min(unions), -min(subtractions))``; its sign, hence occupancy, is exact.
 
+A shape can also be made thin-walled and cut open (``random_opening``): cups, bowls, open
+boxes and pipes, as real objects often are. Its walls are the band ``|d| <= shell`` around
+the solid's surface, and a plane then cuts away one side, so the inside can be seen.
+
 Shapes are stored as padded tensors (``ShapeSet``) so that the SDF of a whole batch
 of shapes is evaluated in a few vectorised torch calls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +44,8 @@ class ShapeSet:
     trans: torch.Tensor  # (S, P, 3) float32
     center: torch.Tensor  # (S, 3) float32
     scale: torch.Tensor  # (S,) float32
+    shell: torch.Tensor  # (S,) float32 wall half-thickness in the shape's frame; 0 = solid
+    cut: torch.Tensor  # (S, 4) float32 plane (n, o): the shape keeps n . p <= o; NO_CUT keeps all
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -47,12 +54,15 @@ class ShapeSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ShapeSet(*(getattr(self, f)[idx] for f in _FIELDS))
 
-    def to_numpy(self) -> dict[str, np.ndarray]:
-        return {f"shape_{f}": getattr(self, f).numpy() for f in _FIELDS}
-
     @staticmethod
-    def from_numpy(d: dict[str, np.ndarray]) -> ShapeSet:
-        return ShapeSet(*(torch.from_numpy(np.asarray(d[f"shape_{f}"])) for f in _FIELDS))
+    def from_numpy(d: Mapping[str, np.ndarray]) -> ShapeSet:
+        """From a split's arrays; a split without walls and cuts (all solids) reads as solid."""
+        arrays = {f: np.asarray(d[f]) for f in _FIELDS if f in d}
+        n = len(arrays["kind"])
+        arrays.setdefault("shell", np.zeros(n, np.float32))
+        arrays.setdefault("cut", np.tile(NO_CUT, (n, 1)))
+        arrays["scale"] = arrays["scale"].astype(np.float32)
+        return ShapeSet(*(torch.from_numpy(arrays[f]) for f in _FIELDS))
 
     @staticmethod
     def concat(sets: list[ShapeSet]) -> ShapeSet:
@@ -76,7 +86,13 @@ class ShapeSet:
         inf = torch.tensor(float("inf"), dtype=p.dtype)
         d_union = torch.where((self.op == UNION)[..., None], d, inf).min(dim=1).values
         d_sub = torch.where((self.op == SUBTRACT)[..., None], d, inf).min(dim=1).values
-        return torch.maximum(d_union, -d_sub)
+        d = torch.maximum(d_union, -d_sub)
+        hollow = self.shell > 0
+        if not hollow.any():  # solids only: the composition as it is
+            return d
+        d = torch.where(hollow[:, None], d.abs() - self.shell[:, None].to(p.dtype), d)
+        plane = torch.einsum("smj,sj->sm", p, self.cut[:, :3].to(p.dtype)) - self.cut[:, 3:].to(p.dtype)
+        return torch.maximum(d, plane)
 
     def sdf(self, p: torch.Tensor, frame: Frame | None = None) -> torch.Tensor:
         """Signed distance at points p (S, M, 3) in the unit-cube frame, or in ``frame`` if given."""
@@ -119,7 +135,8 @@ class Frame:
         return Frame(rt, scale, offset)
 
 
-_FIELDS = ("kind", "op", "params", "rot", "trans", "center", "scale")
+_FIELDS = ("kind", "op", "params", "rot", "trans", "center", "scale", "shell", "cut")
+NO_CUT = np.array([0.0, 0.0, 0.0, 1e6], np.float32)  # a plane that every point is far behind
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -198,3 +215,22 @@ def random_shape(rng: np.random.Generator) -> dict[str, np.ndarray]:
         params[i, : len(p)] = p
         rot[i] = random_rotation(rng)
     return {"kind": kind, "op": op, "params": params, "rot": rot, "trans": trans}
+
+
+def random_opening(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> dict[str, np.ndarray]:
+    """Walls and a cut for a solid whose inside lies in the box [lo, hi] (its own frame).
+
+    The walls are 2.5-6% of the box's longest side thick. The cutting plane has a random
+    direction and passes near the box's centre, so that a bowl, a cup or half a pipe is left
+    and the inside shows; an uncut hollow looks like a solid from everywhere a scanner can be.
+    """
+    extent = float((hi - lo).max())
+    normal = rng.normal(size=3)
+    normal /= np.linalg.norm(normal)
+    centre = 0.5 * (lo + hi)
+    reach = 0.5 * float(np.abs(normal) @ (hi - lo))  # half the box's width along the normal
+    offset = float(normal @ centre) + rng.uniform(-0.3, 0.5) * reach
+    return {
+        "shell": np.asarray(rng.uniform(0.0125, 0.03) * extent, np.float32),
+        "cut": np.append(normal, offset).astype(np.float32),
+    }

@@ -18,7 +18,7 @@ from backend.data.augment import (
     random_symmetries,
     symmetry_matrices,
 )
-from backend.data.dataset import DataError, ShapePool, validation_set
+from backend.data.dataset import CSG_KEYS, DataError, ShapePool, validation_set
 from backend.data.generate import build_split, make_shape
 from backend.data.render import camera_rays
 from backend.data.shapes import ShapeSet
@@ -282,3 +282,34 @@ def test_symmetry_matrices_map_as_the_symmetries_map_points() -> None:
     torch.testing.assert_close(
         torch.einsum("bij,bmj->bmi", matrices, points), apply_to_points(points, perm, sign)
     )
+
+
+def test_opened_shapes_are_thin_walls_of_their_solid_cut_by_a_plane_and_solids_stay_as_they_were(
+    tmp_path: Path,
+) -> None:
+    hollow = DataConfig(**{**vars(TINY), "views": 0, "hollow": 0.5})
+    solid = DataConfig(**{**vars(TINY), "views": 0})
+    pool = ShapePool(build_split(hollow, "val", 6, tmp_path, workers=1))
+    plain = ShapePool(build_split(solid, "val", 6, tmp_path, workers=1))
+    assert pool.shapes is not None and plain.shapes is not None
+    opened = (pool.shapes.shell > 0).tolist()
+    assert any(opened) and not all(opened)  # about half of them, by the split's own draws
+    p = torch.rand(6, 20000, 3) - 0.5
+    for i, was_opened in enumerate(opened):
+        walls, whole = pool.shapes.select([i]), plain.shapes.select([i])
+        if not was_opened:  # the same shape, point for point, as in a split of solids
+            assert torch.equal(pool.surface[i], plain.surface[i])
+            torch.testing.assert_close(walls.sdf(p[i : i + 1]), whole.sdf(p[i : i + 1]))
+            continue
+        sdf = walls.sdf(p[i : i + 1])[0]
+        # in the shape's own frame: the walls are the band |d_solid| <= shell on the kept side
+        solid_shape = ShapeSet.from_numpy({k: getattr(walls, k).numpy() for k in CSG_KEYS})
+        q = walls.scale * p[i] + walls.center
+        d_solid = solid_shape.sdf_shape_frame(q[None])[0]
+        kept = q @ walls.cut[0, :3] <= walls.cut[0, 3]
+        expected = (d_solid.abs() <= walls.shell) & kept
+        agree = (sdf <= 0) == expected
+        assert agree.float().mean() > 0.999  # sign ties at the band's edge only
+        inside = walls.occupancy(p[i : i + 1])[0] > 0
+        assert not inside[d_solid < -2 * walls.shell].any()  # the solid's core is empty
+        assert walls.sdf(pool.surface[i : i + 1].float()).abs().max() < 2e-3  # samples on the walls
