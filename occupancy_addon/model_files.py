@@ -153,7 +153,7 @@ def pick_model(models: list[ModelFile], choice: str, kind: str, count: int | Non
             else:
                 names = ", ".join(m.name for m in models) or "none"
                 raise ModelFileError(f"no model named {choice!r} (available: {names})")
-        if found.kind != kind:
+        if not load_protocol().takes(found.kind, kind):
             raise ModelFileError(
                 f"model {found.label} takes {KIND_LABELS[found.kind]} input, not {KIND_LABELS[kind]}"
             )

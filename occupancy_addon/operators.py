@@ -83,7 +83,7 @@ class _BackendTask(bpy.types.Operator):
 
     model: StringProperty(  # type: ignore[valid-type]
         name="Model",
-        description="Model name or .safetensors checkpoint path; empty: the first installed one that fits",
+        description="Model name or .safetensors checkpoint path; empty: Automatic (the best installed model)",
     )
     resolution: IntProperty(  # type: ignore[valid-type]
         name="Resolution",

@@ -34,7 +34,8 @@ _model_items_alive: list[tuple[str, str, str]] = []
 
 
 def _model_items(self: Any, context: bpy.types.Context | None) -> list[tuple[str, str, str]]:
-    items = [(AUTO_MODEL, "Automatic", "The first installed model for the kind of input")]
+    best = "The best installed model for the input (for one picture, a views model if there is one)"
+    items = [(AUTO_MODEL, "Automatic", best)]
     if context is not None:
         models, _ = available_models(context)
         items += [(m.name, m.label, str(m.path)) for m in models]

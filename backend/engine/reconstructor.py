@@ -25,6 +25,7 @@ from ..kinds import observed_kind
 from ..limits import MAX_THREADS
 from ..models import OccupancyNetwork
 from ..models.patches import PointEvidence
+from ..wire.model_header import takes
 from .cache import CachedField, FieldCache
 from .extract import check_options, check_seed, check_tau, extract_mesh
 from .field import Field, NetworkField
@@ -170,10 +171,10 @@ class Reconstructor:
         spec = observed_kind(observation)
         grid, tau_opt = self.check(options)
         net, meta = self.load(model)
+        if not takes(meta.kind, spec.name):
+            raise InputError(f"model {model!r} takes {meta.kind} input, but the observation is {spec.name}")
         if (spec.name, meta.kind) == ("image", "views"):  # one plain picture, as a single view
             observation, spec = picture_as_view(observation), input_kind("views")
-        if meta.kind != spec.name:
-            raise InputError(f"model {model!r} takes {meta.kind} input, but the observation is {spec.name}")
         t0 = time.perf_counter()
         if progress is not None:
             progress("encode", 0.0)

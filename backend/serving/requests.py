@@ -14,6 +14,7 @@ import numpy as np
 from ..engine.types import Cancelled, InputError, MeshResult, ModelInfo, Observation, ReconstructOptions
 from ..wire import schemas
 from ..wire.constants import KIND_ARRAYS
+from ..wire.model_header import pick_automatic, takes
 from ..wire.schemas import Message
 
 
@@ -70,7 +71,8 @@ def options_from_fields(values: Mapping[str, Any]) -> ReconstructOptions:
 
 
 def choose_model(models: Sequence[ModelInfo], name: str | None, kind: str | None) -> ModelInfo:
-    """The model called ``name``, or else the first model of ``kind``; both given: they must agree."""
+    """The model called ``name``, or else Automatic's for an input of ``kind`` (``wire.pick_automatic``);
+    both given: the model must take that input."""
     if name is None and kind is None:
         raise RequestError(schemas.BAD_MESSAGE, "give a 'model' name or a 'kind'")
     if name is not None:
@@ -80,10 +82,11 @@ def choose_model(models: Sequence[ModelInfo], name: str | None, kind: str | None
         if found is None:
             names = ", ".join(m.name for m in models) or "none"
             raise RequestError(schemas.UNKNOWN_MODEL, f"no model named {name!r}; available: {names}")
-        if kind is not None and found.kind != kind:
+        if kind is not None and not takes(found.kind, kind):
             raise RequestError(schemas.BAD_INPUT, f"model {name!r} takes {found.kind} input, not {kind}")
         return found
-    found = next((m for m in models if m.kind == kind), None)
+    assert kind is not None
+    found = pick_automatic(models, kind)
     if found is None:
         kinds = ", ".join(sorted({m.kind for m in models})) or "none"
         raise RequestError(schemas.UNKNOWN_MODEL, f"no {kind} model is installed; installed kinds: {kinds}")
@@ -102,10 +105,13 @@ def _model_file(path: str) -> ModelInfo:
 
 
 def observation_from_arrays(kind: str, arrays: Mapping[str, np.ndarray]) -> Observation:
-    """The observation a ``kind`` model needs, refusing missing or unrelated arrays."""
-    carried = KIND_ARRAYS.get(kind, ())
-    if not carried:
+    """The observation for a ``kind`` model: the arrays of one input it takes (a views model also
+    takes one plain 'image'), refusing missing or unrelated arrays."""
+    inputs = [k for k, names in KIND_ARRAYS.items() if names and takes(kind, k)]
+    if not inputs:
         raise RequestError(schemas.BAD_INPUT, f"a {kind} model does not reconstruct; use 'sample'")
+    given = next((k for k in inputs if KIND_ARRAYS[k][0] in arrays), kind if kind in inputs else inputs[0])
+    carried = KIND_ARRAYS[given]
     needed, companions = carried[0], carried[1:]
     extra = sorted(set(arrays) - set(carried))
     if needed not in arrays or extra:

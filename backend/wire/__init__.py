@@ -47,6 +47,7 @@ from .model_header import (
     pick_automatic,
     point_budget,
     read_model_header,
+    takes,
 )
 from .schemas import (
     BACKEND_EXITED,
@@ -128,6 +129,7 @@ __all__ = [
     "automatic_points",
     "pick_automatic",
     "point_budget",
+    "takes",
     "CAMERA_ROW",
     "MAX_VIEWS",
     "crop_rows",

@@ -119,3 +119,22 @@ def test_models_as_the_backend_reports_them(tmp_path: Path) -> None:
         0.4,
         tmp_path / "pointcloud.safetensors",
     )
+
+
+def test_a_picture_goes_to_the_views_model_when_one_is_installed(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    fake_model(weights / "image.safetensors", "image")
+    fake_model(weights / "voxels.safetensors", "voxels")
+    alone, _ = list_models(weights, [])
+    assert pick_model(alone, "", "image").name == "image"  # no views model: the image model
+    fake_model(weights / "views.safetensors", "views")
+    models, _ = list_models(weights, [])
+    # a views model reads one picture as a single view, and measures better than the image model
+    assert pick_model(models, "", "image").name == "views"
+    assert pick_model(models, "image", "image").name == "image"  # a choice stands
+    assert pick_model(models, "", "views").name == "views"
+    with pytest.raises(ModelFileError, match="takes image input, not reference views"):
+        pick_model(models, "image", "views")  # several views need the views model
+    with pytest.raises(ModelFileError, match="takes voxels input, not image"):
+        pick_model(models, "voxels", "image")

@@ -9,6 +9,7 @@ import pytest
 import torch
 import trimesh
 
+from backend.commands.reconstruct import default_model
 from backend.data.cameras import Cameras, random_cameras
 from backend.data.render import render_views
 from backend.engine.reconstructor import Reconstructor
@@ -124,6 +125,7 @@ def test_one_plain_picture_goes_to_a_views_model_through_the_image_models_camera
     explicit = engine.reconstruct("views", Observation(views=pictures[:1], cameras=canonical), options)
     np.testing.assert_array_equal(plain.vertices, explicit.vertices)
     np.testing.assert_array_equal(plain.faces, explicit.faces)
+    assert default_model(engine, "image") == "views"  # the CLI's Automatic for a picture
 
     view = picture_as_view(Observation(image=pictures[0]))
     frame = prepare_views(view.views, view.cameras, 64).frame

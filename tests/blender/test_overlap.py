@@ -134,8 +134,13 @@ Image.fromarray(image).save(sys.argv[1])
 """
 
 
-def test_reference_image(shipped: ModuleType, tmp_path: Path, repo_root: Path) -> None:
-    shipped_model("image")
+@pytest.mark.parametrize(("choice", "model"), [("", "views"), ("image", "image")])
+def test_reference_image(
+    shipped: ModuleType, tmp_path: Path, repo_root: Path, choice: str, model: str
+) -> None:
+    """Automatic reads one picture with the views model (as a single view through the image
+    models' camera); either model's result stands in front of the picture, over the object."""
+    shipped_model(model)
     path = tmp_path / "box.png"
     subprocess.run([sys.executable, "-c", RENDER, str(path)], check=True, cwd=repo_root)
     image = bpy.data.images.load(str(path))
@@ -147,8 +152,9 @@ def test_reference_image(shipped: ModuleType, tmp_path: Path, repo_root: Path) -
     bpy.context.scene.collection.objects.link(empty)
     bpy.context.view_layer.objects.active = empty
     bpy.context.view_layer.update()
-    assert bpy.ops.occupancy.reconstruct(resolution=64) == {"FINISHED"}
+    assert bpy.ops.occupancy.reconstruct(resolution=64, model=choice) == {"FINISHED"}  # "": Automatic
     result = bpy.context.active_object
+    assert result.occupancy.model == model
     to_local = np.array(empty.matrix_world.inverted())
     points = world_vertices(result) @ to_local[:3, :3].T + to_local[:3, 3]
     assert len(points) > 100

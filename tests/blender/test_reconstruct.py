@@ -205,7 +205,9 @@ def test_image_empty_result_stands_in_front_of_the_picture(addon: ModuleType) ->
     image.pixels.foreach_get(stored)
     choice = addon.scene_inputs.detect(bpy.context, empty)
     assert (choice.kind, choice.description) == ("image", "Image: photo (96 \u00d7 64)")
-    result = reconstruct(threshold=0.05)  # an untrained model: a low threshold surely has a surface
+    # the image model's placement (Automatic would take the views model: test_overlap.py); untrained,
+    # so a low threshold surely has a surface
+    result = reconstruct(threshold=0.05, model="image")
     assert result.name == "Reference.occupancy" and result.occupancy.kind == "image"
     # In the empty's frame the model's padded unit cube, scaled so that the camera's view covers
     # the picture's long side (3 units), stands on the picture's centre, in front of it (+z).
