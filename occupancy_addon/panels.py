@@ -75,7 +75,7 @@ class OCC_PT_reconstruct(_SidebarTab, bpy.types.Panel):
         column.prop(settings, "resolution")
         if settings.input_mode in ("POINTCLOUD", "AUTO"):
             layout.prop(settings, "fit_points")
-        if settings.input_mode in ("VIEWS", "AUTO"):
+        if settings.input_mode in ("VIEWS", "IMAGE", "AUTO"):  # a picture may go to the views model
             layout.prop(settings, "outlines")
         row = layout.row(align=True)
         row.prop(settings, "refine")

@@ -82,8 +82,8 @@ class OCC_PG_settings(bpy.types.PropertyGroup):
     )
     outlines: BoolProperty(  # type: ignore[valid-type]
         name="Keep to Outlines",
-        description="Reference views: pull the surface to the pictures' outlines where the network "
-        "is in doubt; off: keep the network's own surface",
+        description="Reference views and pictures read by a views model: pull the surface to the "
+        "pictures' outlines where the network is in doubt; off: keep the network's own surface",
         default=True,
     )
     use_model_threshold: BoolProperty(  # type: ignore[valid-type]
