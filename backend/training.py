@@ -373,6 +373,7 @@ class TrainingRun:
                 "n_train": d.n_train,
                 "seed": d.seed,
                 **{key: getattr(d, key) for key in SCAN_KEYS},
+                "hollow": d.hollow,
                 "near_surface_ratio": d.near_surface_ratio,
             },
             "device": str(self.device),

@@ -98,6 +98,11 @@ def model_card(
             f" density varying over the surface (gain {data.get('density_gain')}), and a share of"
             f" {data.get('partial_scans')} of partial scans seen from 1-4 viewpoints; in the unit cube"
         )
+    if data.get("hollow"):
+        observation += (
+            f"; a share of {data['hollow']} of the shapes thin-walled and cut open (cups, bowls, open"
+            " boxes, pipes: data/shapes.random_opening)"
+        )
     val = meta.metrics.get("val_iou_by_tau", {})
     card = [
         f"# Model card: `{name}`",
