@@ -4,7 +4,7 @@
     python -m backend evaluate pointcloud --source .data/unfamiliar/prepared --split test --n 100
 
 Scores on held-out procedural shapes say how well a model fits its own training distribution.
-This set (vases, swept tubes, thin bowls, organic blobs, extruded stars; see
+This set (vases, swept tubes, thin bowls, organic blobs, extruded stars, gyroid balls; see
 ``backend/data/unfamiliar.py``) measures how it carries over to shapes unlike any it has seen.
 The meshes go to OUT/meshes and are prepared as a test-only dataset in OUT/prepared (no train
 or validation split), so no training run or threshold selection can use them by accident.

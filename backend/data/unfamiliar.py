@@ -9,7 +9,13 @@ of smooth shapes that no such composition reproduces:
 - ``tube``: a tube of varying radius swept along a random smooth closed or open space curve;
 - ``shell``: a bowl, a thin ellipsoidal shell cut by a tilted plane and gently warped;
 - ``blob``: an organic ellipsoid with Gaussian bumps and dents and low-frequency noise;
-- ``extruded``: a random star- or flower-like outline r(theta) extruded along z, flat top and bottom.
+- ``extruded``: a random star- or flower-like outline r(theta) extruded along z, flat top and bottom;
+- ``gyroid``: a ball of gyroid sheet, a triply periodic surface thickened into walls that wind
+  through each other, with tunnels on both sides.
+
+The training generator can also make thin-walled shapes cut open (``shapes.random_opening``), so
+a ``shell`` is no longer a new kind of shape to a model trained with them (the warp and the
+ellipsoidal walls still are); ``gyroid`` is, to any model trained here.
 
 Each shape is an implicit function f(p) (negative inside) sampled on a grid fitted to the
 shape and meshed by marching cubes. The grid is padded with "outside", so every mesh is
@@ -28,7 +34,7 @@ import numpy as np
 
 Field = Callable[[np.ndarray], np.ndarray]  # (N, 3) points -> (N,) values, negative inside
 
-FAMILIES = ("revolved", "tube", "shell", "blob", "extruded")
+FAMILIES = ("revolved", "tube", "shell", "blob", "extruded", "gyroid")
 RESOLUTION = 128  # grid cells along the longest side of a shape's box
 _CHUNK = 262_144  # points per field evaluation, to bound memory
 
@@ -194,12 +200,30 @@ def extruded(rng: np.random.Generator) -> Implicit:
     return Implicit(field, np.array([-r_max, -r_max, -0.5 * height]), np.array([r_max, r_max, 0.5 * height]))
 
 
+def gyroid(rng: np.random.Generator) -> Implicit:
+    """An ellipsoidal ball of gyroid sheet: walls |g| <= t of g = sin x cos y + sin y cos z + sin z cos x,
+    2 to 3 periods across the ball, turned at random; the walls are 3-5% of the ball's size thick."""
+    axes = rng.uniform(0.75, 1.0, 3)
+    k = np.pi * rng.uniform(2.0, 3.0) / axes.max()  # 2 pi / period; 2 to 3 periods over the diameter
+    level = rng.uniform(0.3, 0.5)  # |grad g| is about 1.2 k on the sheet: walls 2 level / (1.2 k) thick
+    q = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+
+    def field(p: np.ndarray) -> np.ndarray:
+        x, y, z = (k * p @ q).T
+        g = np.sin(x) * np.cos(y) + np.sin(y) * np.cos(z) + np.sin(z) * np.cos(x)
+        wall = (np.abs(g) - level) / (1.2 * k)
+        return np.maximum(wall, _ellipsoid_distance(p, axes))
+
+    return Implicit(field, -axes - 0.05, axes + 0.05)
+
+
 BUILDERS: dict[str, Callable[[np.random.Generator], Implicit]] = {
     "revolved": revolved,
     "tube": tube,
     "shell": shell,
     "blob": blob,
     "extruded": extruded,
+    "gyroid": gyroid,
 }
 
 

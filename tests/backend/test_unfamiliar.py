@@ -22,6 +22,7 @@ FILL = {
     "shell": (0.02, 0.3),
     "blob": (0.3, 0.8),
     "extruded": (0.4, 0.9),
+    "gyroid": (0.05, 0.4),
 }
 
 
@@ -44,11 +45,12 @@ def test_shapes_depend_only_on_seed_and_index() -> None:
         assert np.array_equal(v1, v2) and np.array_equal(f1, f2)
         v3, _ = unfamiliar_shape(i, seed=8, resolution=24)
         assert v3.shape != v1.shape or not np.allclose(v3, v1)
-    assert [family(i) for i in range(7)] == [*FAMILIES, *FAMILIES[:2]]
+    n = len(FAMILIES)
+    assert [family(i) for i in range(n + 2)] == [*FAMILIES, *FAMILIES[:2]]
 
 
 def test_written_shapes_prepare_as_a_test_only_split(tmp_path: Path) -> None:
-    paths = write_unfamiliar_meshes(tmp_path / "meshes", 5, seed=1, resolution=RES)
+    paths = write_unfamiliar_meshes(tmp_path / "meshes", len(FAMILIES), seed=1, resolution=RES)
     assert [p.name for p in paths] == [f"{f}-{i:03d}.ply" for i, f in enumerate(FAMILIES)]
     settings = MeshSettings(
         surface_points=300,
@@ -64,9 +66,9 @@ def test_written_shapes_prepare_as_a_test_only_split(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["dataset.json", "test.npz"]
     assert json.loads((tmp_path / "prepared" / "dataset.json").read_text())["settings"]["test_fraction"] == 1
     pool = ShapePool(prepared_split(tmp_path / "prepared", "test"))
-    assert len(pool) == 5 and pool.names == sorted(p.name for p in paths)
+    assert len(pool) == len(FAMILIES) and pool.names == sorted(p.name for p in paths)
     assert pool.queries is not None
-    for i in range(5):  # every shape encloses volume, and the near points straddle its surface
+    for i in range(len(FAMILIES)):  # every shape encloses volume, and the near points straddle its surface
         assert 0.05 < pool.queries.near_occ[i].float().mean() < 0.95
     with pytest.raises(MeshDataError, match="has no train split"):
         prepared_split(tmp_path / "prepared", "train")
