@@ -96,6 +96,7 @@ class EvalSettings:
     cameras: str = "random"
     fit_points: bool = True  # point clouds: the surface fitted to the points (engine/fit.py), as by default
     outlines: bool = True  # views: the field blended with the views' outlines (engine/outlines.py)
+    hollow: float = 0.0  # procedural shapes: the share made thin-walled and cut open (a split of its own)
 
     def reconstruct_options(self) -> ReconstructOptions:
         """How every test shape is reconstructed (the engine's defaults otherwise)."""
@@ -119,6 +120,8 @@ class EvalSettings:
             raise InputError(f"points must be 1 to {MAX_POINTS:,}, got {self.points}")
         if self.noise is not None and not 0 <= self.noise < 0.5:
             raise InputError(f"noise must lie in [0, 0.5), got {self.noise}")
+        if not 0 <= self.hollow <= 1:
+            raise InputError(f"hollow must lie in [0, 1], got {self.hollow}")
         if not 0 <= self.views <= 16:
             raise InputError(f"views must be 0 (the whole surface) to 16, got {self.views}")
         if self.cameras not in EVAL_CAMERAS:
@@ -390,6 +393,7 @@ def observation_config(meta: ModelMeta, settings: EvalSettings) -> DataConfig:
         views=_stored_views(meta, settings),
         cameras=settings.cameras if meta.kind == "views" else "fixed",
         padding=PADDING,
+        hollow=settings.hollow,
     )
 
 

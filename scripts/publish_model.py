@@ -147,7 +147,9 @@ def model_card(
     ]
     for evaluation in evaluations:
         settings = {k: v for k, v in evaluation.get("settings", {}).items() if k != "data_dir"}
-        observed = ", ".join(f"{k} {settings[k]}" for k in ("points", "noise", "views") if settings.get(k))
+        observed = ", ".join(
+            f"{k} {settings[k]}" for k in ("points", "noise", "views", "hollow") if settings.get(k)
+        )
         if settings.get("cameras", "random") != "random":  # views models: outside the ranges, or a named set
             observed = ", ".join(filter(None, [observed, f"cameras {settings['cameras']}"]))
         if settings.get("source", "procedural") != "procedural":  # another test set, e.g. the unfamiliar one

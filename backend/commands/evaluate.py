@@ -58,6 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_fit_argument(p)
     p.add_argument(
+        "--hollow",
+        type=float,
+        default=0.0,
+        help="procedural shapes: the share made thin-walled and cut open, as cups and bowls are "
+        "(default 0: the usual test split of solids)",
+    )
+    p.add_argument(
         "--source",
         default="procedural",
         help="'procedural', a folder made by prepare-meshes, or a dataset in the original's layout "
@@ -185,6 +192,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         cameras=args.cameras,
         fit_points=args.fit,
         outlines=args.outlines,
+        hollow=args.hollow,
     )
 
 

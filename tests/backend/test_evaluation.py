@@ -221,10 +221,29 @@ def test_observations_follow_points_noise_and_views(
         assert seen.mean() < 0.6
 
 
+def test_hollow_evaluates_on_held_out_shapes_made_thin_walled_and_open(
+    engine_weights: Path, eval_data: Path
+) -> None:
+    from backend.engine.reconstructor import Reconstructor
+    from backend.evaluation import EvalSettings, test_cases
+
+    _, meta = Reconstructor("cpu", weights_dir=engine_weights).load("points")
+    cases = {}
+    for hollow in (0.0, 1.0):
+        settings = EvalSettings(n=1, surface_points=20000, iou_points=4000, data_dir=eval_data, hollow=hollow)
+        (cases[hollow],) = test_cases("pointcloud", meta, settings, progress=False)
+    solid, opened = cases[0.0], cases[1.0]
+    # the held-out shape made into walls: every inside point lies near the surface
+    assert not np.array_equal(opened.surface, solid.surface)
+    inside = opened.iou_points[opened.iou_gt]
+    assert np.quantile(opened.tree.query(inside)[0], 0.99) < 0.05
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--views", "40"], "views must be 0 (the whole surface) to 16"),
+        (["--hollow", "1.5"], "hollow must lie in [0, 1], got 1.5"),
         (
             ["--cameras", "left"],
             "cameras must be one of random, outside, front-side, front-side-top, got 'left'",
