@@ -31,6 +31,7 @@ from backend.data.meshes import (  # noqa: E402
 from backend.data.unfamiliar import (  # noqa: E402
     FAMILIES,
     RESOLUTION,
+    check_families,
     shape_name,
     write_unfamiliar_meshes,
 )
@@ -82,15 +83,28 @@ def main() -> int:
     parser.add_argument(
         "--surface-points", type=int, default=100_000, help="surface samples per shape (default 100000)"
     )
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=list(FAMILIES),
+        help=f"families in turn (default all: {' '.join(FAMILIES)}); the first five alone give the set as "
+        "it was before gyroids were added",
+    )
     args = parser.parse_args()
     if args.n < 1 or args.workers < 1 or args.resolution < 16:
         parser.error("--n and --workers must be at least 1, --resolution at least 16")
+    try:
+        check_families(args.families)
+    except ValueError as e:
+        parser.error(str(e))
 
     start = time.perf_counter()
     meshes, prepared = args.out / "meshes", args.out / "prepared"
     try:
-        clear_stale(meshes, [meshes / f"{shape_name(i)}.ply" for i in range(args.n)])
-        paths = write_unfamiliar_meshes(meshes, args.n, args.seed, args.resolution, args.workers)
+        clear_stale(meshes, [meshes / f"{shape_name(i, args.families)}.ply" for i in range(args.n)])
+        paths = write_unfamiliar_meshes(
+            meshes, args.n, args.seed, args.resolution, args.workers, args.families
+        )
         print(f"wrote {len(paths)} meshes to {meshes} in {time.perf_counter() - start:.0f} s")
         settings = MeshSettings(
             surface_points=args.surface_points, val_fraction=0.0, test_fraction=1.0, seed=args.seed

@@ -26,7 +26,7 @@ prepares them as a test split): never train on them, or they stop measuring tran
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,28 +260,40 @@ def mesh_from_field(shape: Implicit, resolution: int = RESOLUTION) -> tuple[np.n
     return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
 
 
-def family(i: int) -> str:
-    """The family of shape i (round-robin)."""
-    return FAMILIES[i % len(FAMILIES)]
+def family(i: int, families: Sequence[str] = FAMILIES) -> str:
+    """The family of shape i (round-robin over ``families``)."""
+    return families[i % len(families)]
 
 
-def unfamiliar_shape(i: int, seed: int = 0, resolution: int = RESOLUTION) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices, faces) of shape i of the set ``seed``; the same arguments give the same mesh."""
+def unfamiliar_shape(
+    i: int, seed: int = 0, resolution: int = RESOLUTION, families: Sequence[str] = FAMILIES
+) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, faces) of shape i of the set ``seed``; the same arguments give the same mesh.
+
+    A set of fewer ``families`` is the set as it was before the others were added: shape i of
+    the first five families is the same mesh as in the set made before ``gyroid`` existed.
+    """
     rng = np.random.default_rng([seed, i])
-    return mesh_from_field(BUILDERS[family(i)](rng), resolution)
+    return mesh_from_field(BUILDERS[family(i, families)](rng), resolution)
 
 
-def shape_name(i: int) -> str:
+def shape_name(i: int, families: Sequence[str] = FAMILIES) -> str:
     """The file stem of shape i: its family and index, e.g. ``revolved-000``."""
-    return f"{family(i)}-{i:03d}"
+    return f"{family(i, families)}-{i:03d}"
 
 
-def _write_one(args: tuple[Path, int, int, int]) -> Path:
+def check_families(families: Sequence[str]) -> None:
+    unknown = [f for f in families if f not in BUILDERS]
+    if not families or unknown or len(set(families)) != len(families):
+        raise ValueError(f"families must be distinct names among {', '.join(FAMILIES)}, got {list(families)}")
+
+
+def _write_one(args: tuple[Path, int, int, int, tuple[str, ...]]) -> Path:
     import trimesh
 
-    folder, i, seed, resolution = args
-    vertices, faces = unfamiliar_shape(i, seed, resolution)
-    path = folder / f"{shape_name(i)}.ply"
+    folder, i, seed, resolution, families = args
+    vertices, faces = unfamiliar_shape(i, seed, resolution, families)
+    path = folder / f"{shape_name(i, families)}.ply"
     tmp = folder / f".{path.name}.tmp"  # not a mesh suffix: a leftover is never prepared
     trimesh.Trimesh(vertices.astype(np.float32), faces, process=False).export(tmp, file_type="ply")
     tmp.replace(path)  # a file is complete or absent
@@ -289,13 +301,19 @@ def _write_one(args: tuple[Path, int, int, int]) -> Path:
 
 
 def write_unfamiliar_meshes(
-    folder: Path, n: int, seed: int = 0, resolution: int = RESOLUTION, workers: int = 1
+    folder: Path,
+    n: int,
+    seed: int = 0,
+    resolution: int = RESOLUTION,
+    workers: int = 1,
+    families: Sequence[str] = FAMILIES,
 ) -> list[Path]:
     """Write shapes 0 .. n-1 of the set ``seed`` into ``folder`` as binary PLY files; their paths."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    check_families(families)
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(folder, i, seed, resolution) for i in range(n)]
+    jobs = [(folder, i, seed, resolution, tuple(families)) for i in range(n)]
     if workers <= 1:
         return [_write_one(job) for job in jobs]
     import multiprocessing as mp

@@ -11,7 +11,7 @@ import trimesh
 
 from backend.data.dataset import ShapePool
 from backend.data.meshes import MeshDataError, MeshSettings, prepare_meshes, prepared_split
-from backend.data.unfamiliar import FAMILIES, family, unfamiliar_shape, write_unfamiliar_meshes
+from backend.data.unfamiliar import FAMILIES, family, shape_name, unfamiliar_shape, write_unfamiliar_meshes
 
 RES = 40  # coarse grids keep the tests fast; thin parts stay a few cells thick at the full 128
 
@@ -82,3 +82,15 @@ def test_a_test_only_dataset_takes_no_validation_share() -> None:
         MeshSettings(val_fraction=0.5, test_fraction=0.5).validate()
     with pytest.raises(MeshDataError, match=r"must lie in \[0, 1\]"):
         MeshSettings(test_fraction=1.5).validate()
+
+
+def test_a_set_of_fewer_families_is_the_set_as_it_was_before_the_others() -> None:
+    five = FAMILIES[:5]  # the set before gyroids were added
+    assert [shape_name(i, five) for i in (4, 5, 7)] == ["extruded-004", "revolved-005", "shell-007"]
+    assert shape_name(5) == "gyroid-005"
+    v5, f5 = unfamiliar_shape(7, seed=2, resolution=24, families=five)
+    v6, f6 = unfamiliar_shape(8, seed=2, resolution=24)  # shell too, but another draw
+    assert family(8) == "shell" and (v5.shape != v6.shape or not np.allclose(v5, v6))
+    for bad in (["shell", "cube"], ["shell", "shell"], []):
+        with pytest.raises(ValueError, match="families must be distinct names among"):
+            write_unfamiliar_meshes(Path("unused"), 1, families=bad)
