@@ -101,8 +101,11 @@ def automatic_points(meta: dict[str, Any]) -> tuple[int, int] | None:
 
 
 class _Offered(Protocol):
-    kind: str
-    automatic_points: tuple[int, int] | None
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def automatic_points(self) -> tuple[int, int] | None: ...
 
 
 M = TypeVar("M", bound=_Offered)
