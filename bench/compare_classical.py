@@ -96,7 +96,8 @@ def main() -> int:
         p.error("Open3D is not installed: pip install -e .[bench] (it also needs libusb-1.0)")
     settings = settings_from_args(args)
     settings.check()
-    result = compare(Reconstructor(args.device, threads=args.threads), args.weights, settings, methods)
+    engine = Reconstructor(args.device, half=args.half, threads=args.threads)
+    result = compare(engine, args.weights, settings, methods)
     print(f"{args.n} shapes, {args.points} points, noise {args.noise}, views {args.views}, {args.source}")
     print(f"{'method':>14}  " + "  ".join(f"{k:>18}" for k in (*SHOWN, "seconds")))
     for method, mean in result["mean"].items():

@@ -75,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="write the full results to this JSON file")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--half", action="store_true", help="16-bit network evaluation: CUDA, or a CPU with AMX")
     p.add_argument("--quiet", action="store_true", help="no per-shape table, only the means")
 
 
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json is not None and args.json.is_dir():
             raise InputError(f"--json {args.json} is an existing folder; give a file name")
         settings = settings_from_args(args)
-        engine = Reconstructor(args.device, threads=args.threads)
+        engine = Reconstructor(args.device, half=args.half, threads=args.threads)
         report = evaluate(engine, args.weights, settings)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

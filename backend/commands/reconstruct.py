@@ -42,7 +42,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     add_fit_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed for subsampling, sampling and refinement")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--half", action="store_true", help="half precision network evaluation (CUDA only)")
+    p.add_argument("--half", action="store_true", help="16-bit network evaluation: CUDA, or a CPU with AMX")
     p.add_argument(
         "--weights-dir", type=Path, help="folder of *.safetensors models (default: the shipped weights)"
     )

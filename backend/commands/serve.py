@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--half",
         action="store_true",
-        help="half precision network evaluation on CUDA (ignored on other devices)",
+        help="16-bit network evaluation: CUDA, or a CPU with AMX (ignored elsewhere)",
     )
     p.add_argument(
         "--cache-mb",

@@ -95,7 +95,7 @@ class NetworkField(Field):
         model: OccupancyNetwork,
         c: torch.Tensor,
         z: torch.Tensor | None = None,
-        half: bool = False,
+        half: torch.dtype | None = None,
         chunk: int | None = None,
         fold: bool = True,
         obs: Evidence | None = None,
@@ -106,11 +106,12 @@ class NetworkField(Field):
         super().__init__(device, chunk)
         self.model, self.c, self.z = model, c, z
         self.obs = obs if model.local is not None else None  # read at every point (local features)
+        self.half = half  # the 16-bit float of batched inference (``precision.half_dtype``), or None
         self._fast: FoldedDecoder | None = None
         self._grad: FoldedDecoder | None = None  # float32 even with ``half``: gradients need the precision
         if fold:
             self._grad = fold_decoder(model.decoder, z, c)
-            self._fast = fold_decoder(model.decoder, z, c, torch.float16) if half else self._grad
+            self._fast = fold_decoder(model.decoder, z, c, half) if half is not None else self._grad
         self.folded = self._fast is not None
 
     @property
@@ -123,11 +124,15 @@ class NetworkField(Field):
         folded = {id(f): f.nbytes for f in (self._fast, self._grad) if f is not None}
         return int(own + sum(folded.values()))
 
-    def _points(self, p: torch.Tensor) -> torch.Tensor:
-        """The folded decoder's per-point input: xyz, then local features read from the observation."""
+    def _points(self, p: torch.Tensor, half: torch.dtype | None = None) -> torch.Tensor:
+        """The folded decoder's per-point input: xyz, then local features read from the observation
+        (their matrix products in ``half`` if given, under autocast; the result is float32)."""
         if self.obs is None:
             return p
-        return self.model.decoder_inputs(p[None], self.obs)[0]
+        if half is None:
+            return self.model.decoder_inputs(p[None], self.obs)[0]
+        with torch.autocast(self.device.type, dtype=half):
+            return self.model.decoder_inputs(p[None], self.obs)[0].float()
 
     def logits(self, p: torch.Tensor) -> torch.Tensor:
         if self._grad is not None:
@@ -136,5 +141,5 @@ class NetworkField(Field):
 
     def _infer(self, p: torch.Tensor) -> torch.Tensor:
         if self._fast is not None:
-            return self._fast(self._points(p))
+            return self._fast(self._points(p, self.half))
         return self.model.decode(p[None], self.z, self.c, self.obs)[0]

@@ -80,7 +80,7 @@ def _fold_cbn(decoder: DecoderCBatchNorm, z: torch.Tensor | None, c: torch.Tenso
 def _run_cbn(layers: list[Layer], p: torch.Tensor, grad: bool) -> torch.Tensor:
     w_p, b_p = layers[0]
     a_f, b_f, w_o, b_o = layers[-1]
-    net = torch.addmm(b_p, p, w_p)
+    net = torch.addmm(b_p, p, w_p).to(w_o.dtype)  # the points in float32, the rest in the fold's dtype
     if grad:  # differentiable operations only
         for a0, b0, w0, c0, w1 in layers[1:-1]:
             h = torch.relu(torch.addcmul(b0, net, a0))
@@ -106,7 +106,7 @@ def _fold_simple(decoder: DecoderSimple, z: torch.Tensor | None, c: torch.Tensor
 
 def _run_simple(layers: list[Layer], p: torch.Tensor, grad: bool) -> torch.Tensor:
     w_p, b_p = layers[0]
-    net = torch.addmm(b_p, p, w_p)
+    net = torch.addmm(b_p, p, w_p).to(layers[-1][0].dtype)
     for w0, c0, w1, c1 in layers[1:-1]:
         net = torch.addmm(net, torch.addmm(c0, torch.relu(net), w0).relu(), w1) + c1
     w_o, b_o = layers[-1]
@@ -133,11 +133,11 @@ class FoldedDecoder:
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer)
 
     def __call__(self, p: torch.Tensor) -> torch.Tensor:
-        return self._run(self.layers, p.to(self.dtype), False).float()
+        return self._run(self.layers, p.float(), False).float()
 
     def grad(self, p: torch.Tensor) -> torch.Tensor:
         """The same logits through differentiable operations (for gradients with respect to p)."""
-        return self._run(self.layers, p.to(self.dtype), True).float()
+        return self._run(self.layers, p.float(), True).float()
 
 
 def fold_decoder(
@@ -145,8 +145,8 @@ def fold_decoder(
 ) -> FoldedDecoder | None:
     """The decoder specialised to one code ``c`` (1, C) and latent ``z``, or None if unsupported.
 
-    With ``dtype`` float16 the folded weights and the points are half precision (for
-    CUDA); the logits are float32 either way.
+    With ``dtype`` float16 or bfloat16 (``precision.half_dtype``) every layer after the input
+    layer runs in it; the input layer reads the points in float32, and the logits are float32.
     """
     entry = _FOLDERS.get(type(decoder))
     if entry is None or decoder.training:
@@ -159,4 +159,5 @@ def fold_decoder(
         raise
     except (_UnsupportedError, AttributeError, TypeError, RuntimeError):  # an unexpected layout
         return None
-    return FoldedDecoder([tuple(t.to(dtype) for t in layer) for layer in layers], run, dtype)
+    layers = layers[:1] + [tuple(t.to(dtype) for t in layer) for layer in layers[1:]]
+    return FoldedDecoder(layers, run, dtype)

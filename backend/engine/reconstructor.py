@@ -38,6 +38,7 @@ from .observation import (
     UserFrame,
 )
 from .outlines import OutlinedField
+from .precision import HALF_UNAVAILABLE, half_dtype
 from .types import (
     CancelFn,
     Cancelled,
@@ -87,9 +88,9 @@ class Reconstructor:
         threads: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
-            raise InputError("half precision needs a CUDA device")
-        self.half = half
+        self.half = half_dtype(self.device) if half else None  # the 16-bit float, or None
+        if half and self.half is None:
+            raise InputError(HALF_UNAVAILABLE)
         if weights_dir is not None and not Path(weights_dir).is_dir():
             raise InputError(f"weights folder not found: {weights_dir}")
         self.weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR

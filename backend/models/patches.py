@@ -105,5 +105,6 @@ class PatchFeatures(nn.Module):
                 offset.sub_(p[i, start:stop, None]).mul_(PATCH_SCALE)
                 feats = torch.cat([offset, torch.linalg.vector_norm(offset, dim=-1, keepdim=True)], -1)
                 hidden = torch.addmm(first.bias, feats.reshape(n * k, 4), w0).relu_()
-                torch.amax(torch.mm(hidden, w1).reshape(n, k, self.width), dim=1, out=out[i, start:stop])
+                # assigned, not amax(out=): under autocast (``--half``) the products are 16-bit
+                out[i, start:stop] = torch.amax(torch.mm(hidden, w1).reshape(n, k, self.width), dim=1)
         return out.add_(last.bias)

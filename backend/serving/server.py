@@ -84,21 +84,26 @@ def reconstructor_loader(
     """A function that builds the real engine (imports torch when called, not before).
 
     ``cache_bytes`` None keeps the engine's own default size of the field cache. ``half`` asks for
-    half-precision evaluation where it pays, on CUDA; on another device it is ignored (with a log
-    line), so that one setting suits every machine the add-on runs on.
+    16-bit evaluation where it pays (CUDA, or a CPU with AMX: ``engine/precision.py``); elsewhere it
+    is ignored (with a log line), so that one setting suits every machine the add-on runs on.
     """
 
     def load() -> Engine:
+        from ..engine.precision import half_dtype
         from ..engine.reconstructor import DEFAULT_CACHE_BYTES, Reconstructor, resolve_device
 
         resolved = resolve_device(device)
-        if half and resolved.type != "cuda":
-            log.warning("half precision applies on CUDA only; evaluating in float32 on %s", resolved)
+        dtype = half_dtype(resolved)
+        offered = dtype is not None
+        if half and not offered:
+            log.warning("half precision does not pay on %s; evaluating in float32", resolved)
+        elif half:
+            log.info("half precision: evaluating in %s on %s", str(dtype).removeprefix("torch."), resolved)
         return Reconstructor(
             device=resolved,
             weights_dir=weights_dir,
             cache_bytes=DEFAULT_CACHE_BYTES if cache_bytes is None else cache_bytes,
-            half=half and resolved.type == "cuda",
+            half=half and offered,
         )
 
     return load

@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from backend.checkpoint import load_checkpoint, save_weights
 from backend.commands.reconstruct import default_model
 from backend.engine.field import NetworkField
+from backend.engine.precision import half_dtype
 from backend.engine.reconstructor import Reconstructor
 from backend.engine.types import Cancelled, InputError, MeshResult, Observation, ReconstructOptions
 
@@ -239,8 +240,9 @@ def test_bad_model_choices_are_refused(engine: Reconstructor, tmp_path: Path) ->
         engine.sample("points", 0, ReconstructOptions())
     with pytest.raises(InputError, match="exactly one"):
         engine.reconstruct("points", Observation(), ReconstructOptions())
-    with pytest.raises(InputError, match="half precision"):
-        Reconstructor(device="cpu", half=True)
+    if half_dtype(torch.device("cpu")) is None:  # a CPU without AMX: 16-bit would be slower
+        with pytest.raises(InputError, match="half precision needs a CUDA device or a CPU with"):
+            Reconstructor(device="cpu", half=True)
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             Reconstructor(device="cuda")
@@ -322,20 +324,38 @@ def test_a_model_file_whose_weights_do_not_fit_its_config_is_refused(
         engine.reconstruct("broken", Observation(points=chair_like_points()), ReconstructOptions())
 
 
-def test_half_precision_evaluation_gives_the_same_surface(engine: Reconstructor) -> None:
-    """The CUDA half-precision path, run on the CPU (where the constructor does not offer it: it is
-    slower there). Logits agree to half-precision rounding; the meshes agree to well under a cell."""
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_evaluation_gives_the_same_surface(engine: Reconstructor, dtype: torch.dtype) -> None:
+    """Both 16-bit paths, run on this CPU whatever it offers (float16 is CUDA's; bfloat16 a CPU's
+    with AMX, emulated and slower elsewhere). The logits agree to 16-bit rounding; the meshes
+    agree to well under a cell."""
     obs = Observation(points=chair_like_points())
     full = reconstruct_with_surface(engine, "points", obs, resolution=64)
-    engine.half = True
+    engine.half = dtype
     half = engine.reconstruct("points", obs, ReconstructOptions(tau=full.tau, resolution=64))
     assert half.field_id is not None
     field = engine.cache.get(half.field_id).field
     assert isinstance(field, NetworkField) and field.folded and field._fast is not None
-    assert field._fast.dtype == torch.float16
+    assert field._fast.dtype == dtype and field._fast.layers[0][0].dtype == torch.float32  # input layer
     points = (np.random.default_rng(0).random((5000, 3)) - 0.5).astype(np.float32)
     exact = NetworkField(field.model, field.c, field.z).evaluate(points)
-    np.testing.assert_allclose(field.evaluate(points), exact, atol=2e-3 * max(1.0, np.abs(exact).max()))
+    rounding = 2e-3 if dtype == torch.float16 else 2e-2  # bfloat16 keeps 8 bits, float16 11
+    np.testing.assert_allclose(field.evaluate(points), exact, atol=rounding * max(1.0, np.abs(exact).max()))
+    assert len(half.faces) > 0 and chamfer(half, full) <= 1e-3 * full_scale(full)
+
+
+def test_bfloat16_patch_features_match_float32() -> None:
+    """The shipped patch model (local features read at every point) under ``--half``: the patch
+    MLP runs under autocast, the decoder's input layer in float32, and the surface stays where
+    float32 puts it, to a small fraction of a cell."""
+    obs = Observation(points=chair_like_points(3000))
+    options = ReconstructOptions(resolution=64)
+    engine = Reconstructor(device="cpu")
+    full = engine.reconstruct("pointcloud", obs, options)
+    engine.half = torch.bfloat16
+    half = engine.reconstruct("pointcloud", obs, options)
+    field = engine.cache.get(half.field_id).field if half.field_id is not None else None
+    assert isinstance(field, NetworkField) and field.obs is not None and field.half == torch.bfloat16
     assert len(half.faces) > 0 and chamfer(half, full) <= 1e-3 * full_scale(full)
 
 
