@@ -105,7 +105,8 @@ def probe_backend(python: Path, root: Path, timeout: float = 120.0) -> BackendIn
         ) from error
 
 
-def serve_arguments(weights_dir: Path, device: str, cache_mb: int) -> list[str]:
+def serve_arguments(weights_dir: Path, device: str, cache_mb: int, half: bool = False) -> list[str]:
     """Arguments of ``python -m backend serve`` for the add-on's settings (its log goes to stderr,
     which the client keeps: the last lines explain a crash)."""
-    return ["serve", "--weights-dir", str(weights_dir), "--device", device, "--cache-mb", str(cache_mb)]
+    args = ["serve", "--weights-dir", str(weights_dir), "--device", device, "--cache-mb", str(cache_mb)]
+    return [*args, "--half"] if half else args

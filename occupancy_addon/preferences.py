@@ -6,7 +6,7 @@ The rest of the add-on reads them with ``settings.addon_preferences``, never thr
 from __future__ import annotations
 
 import bpy
-from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from . import runtime, settings
 from .backend_python import ENV_VAR
@@ -85,6 +85,14 @@ class OCC_AddonPreferences(bpy.types.AddonPreferences):
         min=16,
         soft_max=8192,
     )
+    half_precision: BoolProperty(  # type: ignore[valid-type]
+        name="Half Precision",
+        description=(
+            "Run the network in 16 bits where that is faster: on CUDA, and on CPUs with AMX "
+            "(bfloat16). The surface moves by a small fraction of a grid cell; elsewhere this is ignored"
+        ),
+        default=True,
+    )
     models_folder: StringProperty(  # type: ignore[valid-type]
         name="Models Folder",
         description=(
@@ -128,6 +136,7 @@ class OCC_AddonPreferences(bpy.types.AddonPreferences):
             box.label(text=install.error, icon="ERROR")
         box.prop(self, "device")
         box.prop(self, "cache_mb")
+        box.prop(self, "half_precision")
         row = box.row()
         row.label(text=runtime.service.describe())
         row.operator("occupancy.restart_backend", text="Release GPU Memory", icon="FILE_REFRESH")

@@ -51,19 +51,16 @@ class BackendConfig:
     device: str
     cache_mb: int
     log_path: Path | None = None
+    half: bool = False  # 16-bit evaluation where it pays (``serve --half``)
 
     def argv(self) -> list[str]:
-        return backend_command(self.python, serve_arguments(self.weights_dir, self.device, self.cache_mb))
+        return backend_command(
+            self.python, serve_arguments(self.weights_dir, self.device, self.cache_mb, self.half)
+        )
 
     def same_process(self, other: BackendConfig) -> bool:
         """Whether a process started for ``other`` also serves this configuration."""
-        return (self.python, self.root, self.weights_dir, self.device, self.cache_mb) == (
-            other.python,
-            other.root,
-            other.weights_dir,
-            other.device,
-            other.cache_mb,
-        )
+        return self.argv() == other.argv() and self.root == other.root
 
 
 class BackendRequest:

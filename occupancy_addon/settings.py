@@ -32,6 +32,7 @@ class StoredPreferences(Protocol):
     device: str
     torch_build: str  # one of torch_build.CHOICES
     cache_mb: int
+    half_precision: bool
     models_folder: str
     checkpoints: Any  # a collection of items with a ``filepath``
     checkpoint_index: int
@@ -80,6 +81,7 @@ def backend_config(context: bpy.types.Context) -> BackendConfig:
         weights_dir=shipped_weights_dir(root, folder),
         device=preferences.device if preferences else "auto",
         cache_mb=preferences.cache_mb if preferences else DEFAULT_CACHE_MB,
+        half=preferences.half_precision if preferences else True,
         log_path=log_dir / "backend.log",
     )
 

@@ -108,3 +108,4 @@ def test_serve_arguments() -> None:
         "--cache-mb",
         "256",
     ]
+    assert serve_arguments(Path("/w"), "auto", 512, half=True)[-3:] == ["--cache-mb", "512", "--half"]

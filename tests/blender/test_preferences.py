@@ -53,6 +53,19 @@ def test_device_and_cache_reach_the_backend(addon: ModuleType) -> None:
     assert service.process.pid != first
 
 
+def test_half_precision_is_on_by_default_and_reaches_the_backend(addon: ModuleType) -> None:
+    assert preferences(addon).half_precision is True  # ignored by the backend where it does not pay
+    reconstruct_chair()
+    service = addon.runtime.service
+    assert b"--half" in Path(f"/proc/{service.process.pid}/cmdline").read_bytes().split(b"\0")
+    preferences(addon).half_precision = False
+    first = service.process.pid
+    bpy.context.view_layer.objects.active = bpy.data.objects["chair_points"]
+    assert bpy.ops.occupancy.reconstruct(resolution=32) == {"FINISHED"}
+    assert service.process.pid != first
+    assert b"--half" not in Path(f"/proc/{service.process.pid}/cmdline").read_bytes().split(b"\0")
+
+
 def test_release_gpu_memory_restarts_the_backend(addon: ModuleType) -> None:
     result = reconstruct_chair()
     first = addon.runtime.service.process
