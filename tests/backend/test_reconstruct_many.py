@@ -120,8 +120,12 @@ def test_usage_errors_stop_before_any_work(
 
     from backend.__main__ import main
 
+    from backend.engine.precision import half_dtype
+
     if extra[-1] == "cuda:7" and torch.cuda.device_count() > 7:
         pytest.skip("this machine has eight GPUs")
+    if "--half" in extra and half_dtype(torch.device("cpu")) is not None:
+        pytest.skip("this CPU runs --half (bfloat16 with AMX)")
     (tmp_path / "in").mkdir()
     shutil.copy(EXAMPLES / "chair_voxels.npy", tmp_path / "in")
     out = tmp_path / "out"
