@@ -52,6 +52,18 @@ def test_rays_and_projection_agree() -> None:
     assert bool((depth > 0).all())
 
 
+def test_projection_keeps_float32_under_autocast() -> None:
+    """``--half`` runs a views model's features under bfloat16 autocast; the points' picture
+    coordinates must not be rounded with them (a rough surface, measured)."""
+    cameras = _cameras()
+    p = torch.rand(cameras.centre.shape[0], 500, 3) - 0.5
+    exact = cameras.project(p)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = cameras.project(p)
+    assert half[0].dtype == torch.float32
+    torch.testing.assert_close(half, exact, atol=0, rtol=0)
+
+
 def test_look_at_centres_the_target_with_the_world_up_upwards() -> None:
     cameras = _cameras()
     uv, depth = cameras.project(torch.zeros(3, 1, 3))
