@@ -119,7 +119,6 @@ def test_usage_errors_stop_before_any_work(
     import torch
 
     from backend.__main__ import main
-
     from backend.engine.precision import half_dtype
 
     if extra[-1] == "cuda:7" and torch.cuda.device_count() > 7:
