@@ -43,7 +43,7 @@ from scipy.spatial import cKDTree  # noqa: E402
 
 from backend.commands.reconstruct import default_model  # noqa: E402
 from backend.engine.inputs import read_observation  # noqa: E402
-from backend.engine.precision import half_dtype  # noqa: E402
+from backend.engine.precision import HALF_UNAVAILABLE, half_dtype  # noqa: E402
 from backend.engine.reconstructor import Reconstructor  # noqa: E402
 from backend.engine.types import ReconstructOptions  # noqa: E402
 from backend.models import build_model  # noqa: E402
@@ -180,7 +180,7 @@ class GpuCheck:
         args += ["--resolution", str(resolution), "--device", self.device] + (["--half"] if half else [])
         done = backend(*args)
         if half and not self.half:
-            if done.returncode == 2 and "half precision needs a CUDA device" in done.stderr:
+            if done.returncode == 2 and HALF_UNAVAILABLE in done.stderr:
                 return "refused on this device, exit status 2"
             status = f"exit status {done.returncode}, {last_line(done.stderr)}"
             raise CheckFailedError(f"--half on {self.device} was not refused: {status}")
