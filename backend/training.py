@@ -168,6 +168,7 @@ def _start_from(
     return {
         "file": path.name,
         "name": meta.name,
+        "run": t.get("run"),
         "steps": t.get("steps"),
         "wall_time_min": t.get("wall_time_min"),
         "n_train": t.get("data", {}).get("n_train"),
@@ -377,6 +378,7 @@ class TrainingRun:
                 "near_surface_ratio": d.near_surface_ratio,
             },
             "device": str(self.device),
+            "run": self.out_dir.as_posix(),  # tells the stages of a fine-tuning chain apart on its card
             "started_from": self.started_from,  # None for a run from scratch
         }
         if self.ranks.distributed:

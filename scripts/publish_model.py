@@ -45,6 +45,11 @@ def _table(rows: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _run_of(stage: dict[str, Any]) -> str:
+    """ " (runs/x)" for a stage that recorded its run folder: stages of one chain share a name."""
+    return f" ({stage['run']})" if stage.get("run") else ""
+
+
 def _started_from_lines(training: dict[str, Any]) -> list[str]:
     """The card's line on the stages a fine-tuned run started from (none for a run from scratch)."""
     stages = []
@@ -57,7 +62,7 @@ def _started_from_lines(training: dict[str, Any]) -> list[str]:
     total_steps = sum(s.get("steps") or 0 for s in stages) + (training.get("steps") or 0)
     total_min = sum(s.get("wall_time_min") or 0 for s in stages) + (training.get("wall_time_min") or 0)
     described = [
-        f"`{s.get('name')}` ({s.get('steps')} steps on {s.get('n_train')} shapes,"
+        f"`{s.get('name')}`{_run_of(s)} ({s.get('steps')} steps on {s.get('n_train')} shapes,"
         f" {s.get('wall_time_min')} min, validation IoU {s.get('val_iou')})"
         for s in stages
     ]

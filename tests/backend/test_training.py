@@ -75,6 +75,7 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
     assert meta.training["started_from"] == {
         "file": "best.safetensors",
         "name": "tiny",
+        "run": (tmp_path / "first").as_posix(),
         "steps": 2,
         "wall_time_min": first_meta.training["wall_time_min"],
         "n_train": 3,
@@ -111,11 +112,14 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
         0.5,
         0.6,
     ]
-    assert "Started from the weights of `tiny` (2 steps on 3 shapes" in card
+    first_run = (tmp_path / "first").as_posix()
+    assert f"Started from the weights of `tiny` ({first_run}) (2 steps on 3 shapes" in card
     assert "; 4 steps and " in card
     assert load_checkpoint(weights / "tiny.safetensors")[1].training["started_from"]["steps"] == 2
     card = (weights / "tiny3.md").read_text()
-    assert "which started from `tiny` (2 steps on 3 shapes" in card
+    # the stages share a name; their run folders tell them apart
+    assert f"Started from the weights of `tiny` ({tuned.as_posix()}) (2 steps" in card
+    assert f"which started from `tiny` ({first_run}) (2 steps on 3 shapes" in card
     assert "; 6 steps and " in card
     assert "- Automatic takes it for clouds of 0 to 499 points, ahead of the kind's general model." in card
     assert load_checkpoint(weights / "tiny3.safetensors")[1].automatic_points == [0, 500]
