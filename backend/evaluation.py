@@ -96,6 +96,7 @@ class EvalSettings:
     cameras: str = "random"
     fit_points: bool = True  # point clouds: the surface fitted to the points (engine/fit.py), as by default
     outlines: bool = True  # views: the field blended with the views' outlines (engine/outlines.py)
+    open_cavities: bool = True  # point clouds: filled open cavities carved (engine/cavities.py)
     hollow: float = 0.0  # procedural shapes: the share made thin-walled and cut open (a split of its own)
 
     def reconstruct_options(self) -> ReconstructOptions:
@@ -105,6 +106,7 @@ class EvalSettings:
             resolution=self.resolution,
             fit_points=self.fit_points,
             outlines=self.outlines,
+            open_cavities=self.open_cavities,
             keep_field=False,
         )
 

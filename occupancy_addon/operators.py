@@ -70,6 +70,7 @@ def _recipe(op: Any, kind: str, **extra: Any) -> Recipe:
         refine_steps=op.refine_steps,
         simplify_faces=op.simplify_faces,
         fit_points=op.fit_points,
+        open_cavities=op.open_cavities,
         outlines=op.outlines,
         **extra,
     )
@@ -103,6 +104,11 @@ class _BackendTask(bpy.types.Operator):
     fit_points: BoolProperty(  # type: ignore[valid-type]
         name="Fit to Points",
         description="Point clouds: move the surface onto the points where the scan is dense",
+        default=True,
+    )
+    open_cavities: BoolProperty(  # type: ignore[valid-type]
+        name="Carve Open Cavities",
+        description="Point clouds: empty a cavity the network filled over scanned points",
         default=True,
     )
     outlines: BoolProperty(  # type: ignore[valid-type]

@@ -75,6 +75,7 @@ class OCC_PT_reconstruct(_SidebarTab, bpy.types.Panel):
         column.prop(settings, "resolution")
         if settings.input_mode in ("POINTCLOUD", "AUTO"):
             layout.prop(settings, "fit_points")
+            layout.prop(settings, "open_cavities")
         if settings.input_mode in ("VIEWS", "IMAGE", "AUTO"):  # a picture may go to the views model
             layout.prop(settings, "outlines")
         row = layout.row(align=True)
@@ -141,6 +142,7 @@ def _set_options(op: Any, settings: OCC_PG_settings) -> None:
     op.refine_steps = settings.refine_steps if settings.refine else 0
     op.simplify_faces = settings.simplify_faces if settings.simplify else 0
     op.fit_points = settings.fit_points
+    op.open_cavities = settings.open_cavities
     op.outlines = settings.outlines
     op.threshold = 0.0 if settings.use_model_threshold else settings.threshold
 

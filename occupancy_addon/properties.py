@@ -80,6 +80,12 @@ class OCC_PG_settings(bpy.types.PropertyGroup):
         "off: keep the network's smoother surface",
         default=True,
     )
+    open_cavities: BoolProperty(  # type: ignore[valid-type]
+        name="Carve Open Cavities",
+        description="Point clouds: empty a bowl's or a cup's inside where the network filled it over "
+        "scanned points; off: keep the network's surface",
+        default=True,
+    )
     outlines: BoolProperty(  # type: ignore[valid-type]
         name="Keep to Outlines",
         description="Reference views and pictures read by a views model: pull the surface to the "

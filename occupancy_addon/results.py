@@ -37,6 +37,7 @@ class Recipe:
     refine_steps: int = 0
     simplify_faces: int = 0  # 0: off
     fit_points: bool = True  # point clouds: the surface fitted to the points where they are dense
+    open_cavities: bool = True  # point clouds: cavities the network filled over scanned points carved
     outlines: bool = True  # reference views: the surface pulled to the pictures' outlines
     input_mode: str = "AUTO"
     use_modifiers: bool = True
@@ -50,6 +51,7 @@ class Recipe:
             "refine_steps": self.refine_steps,
             "simplify_faces": self.simplify_faces or None,
             "fit_points": self.fit_points,
+            "open_cavities": self.open_cavities,
             "outlines": self.outlines,
             "tau": tau,
             "seed": self.seed,

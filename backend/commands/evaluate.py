@@ -193,6 +193,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         cameras=args.cameras,
         fit_points=args.fit,
         outlines=args.outlines,
+        open_cavities=args.open_cavities,
         hollow=args.hollow,
     )
 

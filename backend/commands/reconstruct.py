@@ -49,12 +49,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_fit_argument(p: argparse.ArgumentParser) -> None:
-    """The options that keep the network's own surface: unfitted to a scan, unblended with outlines."""
+    """The options that keep the network's own surface: unfitted to a scan, uncarved, unblended with outlines."""
     p.add_argument(
         "--no-fit",
         dest="fit",
         action="store_false",
         help="point clouds: keep the network's surface, not fitted to the points where they are dense",
+    )
+    p.add_argument(
+        "--no-carve",
+        dest="open_cavities",
+        action="store_false",
+        help="point clouds: keep cavities the network filled, even where scan points lie buried in them",
     )
     p.add_argument(
         "--no-outlines",
@@ -73,6 +79,7 @@ def options_from(args: argparse.Namespace) -> ReconstructOptions:
         normals=args.normals,
         fit_points=args.fit,
         outlines=args.outlines,
+        open_cavities=args.open_cavities,
         keep_field=False,
         seed=args.seed,
     )

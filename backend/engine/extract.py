@@ -46,7 +46,7 @@ def check_options(options: ReconstructOptions) -> None:
     target = options.simplify_faces
     if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 4):
         raise InputError(f"simplify_faces must be an integer of at least 4 (or None), got {target!r}")
-    for name in ("fit_points", "outlines"):
+    for name in ("fit_points", "outlines", "open_cavities"):
         if not isinstance(getattr(options, name), bool):
             raise InputError(f"{name} must be true or false, got {getattr(options, name)!r}")
     check_seed(options.seed)

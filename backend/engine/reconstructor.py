@@ -27,7 +27,8 @@ from ..models import OccupancyNetwork
 from ..models.patches import PointEvidence
 from ..wire.model_header import takes
 from .cache import CachedField, FieldCache
-from .extract import check_options, check_seed, check_tau, extract_mesh
+from .cavities import carve_open_cavities
+from .extract import check_options, check_seed, check_tau, extract_mesh, logit
 from .field import Field, NetworkField
 from .fit import Scan
 from .grid import Grid, check_resolution
@@ -287,10 +288,22 @@ class Reconstructor:
             None if prepared.points is None else Scan(prepared.points, _shared_tree(field, prepared.points))
         )
         result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
+        carve_time = 0.0
+        if points is not None and options.open_cavities:
+            t0 = time.perf_counter()
+            unit = prepared.frame.to_unit(result.vertices)
+            carved = carve_open_cavities(field, unit, points.points, points.tree, grid, logit(tau))
+            carve_time = time.perf_counter() - t0
+            if carved is not None:  # extract again, from the carved field; the first mesh counts as carving
+                carve_time += result.timings["total"]
+                field, values = carved, LatticeValues(grid.resolution + 1)
+                result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
+                result.stats["carved_cells"] = float(carved.carved.count_nonzero())
         result.timings = {
             "encode": encode_time,
             **result.timings,
-            "total": result.timings["total"] + encode_time,
+            "carve": carve_time,
+            "total": result.timings["total"] + encode_time + carve_time,
         }
         result.warnings[:0] = prepared.warnings
         if options.keep_field:

@@ -271,18 +271,19 @@ def test_threshold_reextracts_and_matches_a_fresh_reconstruction(addon: ModuleTy
     assert np.allclose(fresh_vertices, after[0], atol=1e-5)
 
 
-def test_fit_to_points_travels_with_the_recipe(addon: ModuleType) -> None:
-    """The option reaches the backend (which refuses unknown options) and stays with the result,
-    so that a threshold change re-extracts the same way."""
+@pytest.mark.parametrize("option", ["fit_points", "open_cavities"])
+def test_point_cloud_options_travel_with_the_recipe(addon: ModuleType, option: str) -> None:
+    """Fit to Points and Carve Open Cavities reach the backend (which refuses unknown options)
+    and stay with the result, so that a threshold change re-extracts the same way."""
     import_chair(transform=False)
     fitted = reconstruct()
-    assert json.loads(fitted.occupancy.recipe)["fit_points"] is True
+    assert json.loads(fitted.occupancy.recipe)[option] is True
     bpy.context.view_layer.objects.active = bpy.data.objects["chair_points"]
-    plain = reconstruct(fit_points=False)
-    assert json.loads(plain.occupancy.recipe)["fit_points"] is False
+    plain = reconstruct(**{option: False})
+    assert json.loads(plain.occupancy.recipe)[option] is False
     plain.occupancy.threshold = 0.45
     assert plain.occupancy.applied_threshold == pytest.approx(0.45)
-    assert json.loads(plain.occupancy.recipe)["fit_points"] is False
+    assert json.loads(plain.occupancy.recipe)[option] is False
 
 
 def test_threshold_operator_and_stored_tau(addon: ModuleType) -> None:

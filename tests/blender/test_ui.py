@@ -199,6 +199,7 @@ def modal_operator(addon: ModuleType, **properties: Any) -> SimpleNamespace:
         "refine_steps": 0,
         "simplify_faces": 0,
         "fit_points": True,
+        "open_cavities": True,
         "outlines": True,
         "threshold": 0.0,
     }
