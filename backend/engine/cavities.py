@@ -6,15 +6,18 @@ solid, far from the surface, and that is the evidence that the filled space is e
 cavity is then carved out of the field: the space that is
 
 - free of points (every point farther than the carving radius),
-- reachable from outside the object through such free space (a ball can roll in), and
+- reachable from outside the object through such free space, three cells wide (a ball rolls
+  in through the bowl's opening, not through a chance gap between a scan's points), and
 - inside the first mesh, or on its surface where no point supports it (the lid itself),
 
 taken one connected part at a time, and only the parts that touch buried points. Everywhere
 else the network's field stands. A solid whose underside the scan missed has no buried points,
-so the prior keeps its closed surface there; a sealed hollow cannot be reached from outside.
+so the prior keeps its closed surface there; a sealed hollow cannot be reached from outside; a
+noisy scan's stray points lie deep alone, while a swallowed wall lies deep with its neighbours.
 
 The carving works on a coarse grid (``GRID`` cells per axis); the fit to the points
-(``fit.py``) then moves the new inner surface onto the inner wall's points.
+(``fit.py``) then moves the new inner surface onto the inner wall's points. A wall thicker than
+twice the radius whose edge the scan missed (a free way into it) may be hollowed out too.
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ from .field import Field
 from .grid import Grid
 
 GRID = 64  # carving cells per axis over the padded box (1/58 of the object)
-RADIUS = 0.02  # a point this close to a cell's centre makes it not free; at least twice the scan's spacing
+# a point this close to a cell's centre makes it not free (or twice the scan's spacing); a point
+# inside the solid and this far from its surface is buried (stray points of noise 0.01 are rare)
+RADIUS = 0.015
 BURIED_SHARE = 0.03  # carve only when this share of the points lies buried (outliers are ~1%)
 MIN_POINTS = 1000  # sparser clouds cannot tell a lid from the gaps between their points
 NEIGHBOURS = 16  # a buried point needs most of these nearest points buried too
 SAMPLE = 50_000  # points tested for burial (every k-th point of a larger cloud: a share, not a fit)
 # the carved boundary: where this share of the surroundings is carved; not a dyadic fraction, which
 # the lattice points of an extraction hit exactly (the carving cells are 2^k lattice cells wide)
-CARVED_AT = 0.4
+CARVED_AT = 0.2
 CARVE_LOGIT = 30.0  # logits fall at this rate with the carved share: -18 at the carving's core
 
 
@@ -118,9 +123,12 @@ def open_cavities(
     surface[_cells(vertices, grid)] = True  # a closed mesh at least twice as fine: a closed shell
     inside = ndimage.binary_fill_holes(surface)
 
-    parts, n_parts = ndimage.label(free)
+    # reachable from the box's border through free space at least three cells wide: a chance gap
+    # in the scan, a cell wide, must not lead into a thick wall's inside
+    core = ndimage.binary_erosion(free, border_value=1)
+    parts, n_parts = ndimage.label(core)
     rim = np.concatenate([parts[[0, -1]].ravel(), parts[:, [0, -1]].ravel(), parts[:, :, [0, -1]].ravel()])
-    reachable = np.isin(parts, rim[rim > 0])
+    reachable = ndimage.binary_dilation(np.isin(parts, rim[rim > 0])) & free
 
     candidates = reachable & inside
     parts, n_parts = ndimage.label(candidates)
@@ -144,7 +152,7 @@ def carve_open_cavities(
     if len(points) < MIN_POINTS or len(vertices) == 0:
         return None
     radius = carving_radius(tree, points)
-    buried = buried_points(field, vertices, points, threshold, radius)
+    buried = buried_points(field, vertices, points, threshold, RADIUS)  # depth, whatever the spacing
     tested = len(points[:: max(1, len(points) // SAMPLE)])
     if len(buried) < BURIED_SHARE * tested:
         return None

@@ -29,11 +29,17 @@ def _sphere_directions(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def bowl_points(n: int = 20_000, seed: int = 0) -> np.ndarray:
-    """Points on both walls of the bowl (a scan that saw into it), noise 0.002."""
+    """Points on both walls of the bowl and on its rim (a scan that saw into it), noise 0.002."""
     rng = np.random.default_rng(seed)
     radius = np.where(rng.random(4 * n) < 0.5, OUTER, INNER)
-    p = _sphere_directions(4 * n, rng) * radius[:, None]
-    p = p[p[:, 2] < RIM][:n]
+    walls = _sphere_directions(4 * n, rng) * radius[:, None]
+    walls = walls[walls[:, 2] < RIM]
+    rim = rng.uniform(-OUTER, OUTER, (4 * n, 3))
+    rim[:, 2] = RIM
+    rim = rim[
+        (np.hypot(rim[:, 0], rim[:, 1]) > np.sqrt(INNER**2 - RIM**2)) & (np.linalg.norm(rim, axis=1) < OUTER)
+    ]
+    p = np.concatenate([walls[: n - n // 20], rim[: n // 20]])
     return (p + rng.normal(0, 0.002, p.shape)).astype(np.float32)
 
 
