@@ -49,7 +49,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_fit_argument(p: argparse.ArgumentParser) -> None:
-    """The options that keep the network's own surface: unfitted to a scan, uncarved, unblended with outlines."""
+    """The options that keep the network's own surface: unfitted to a scan, uncarved, unblended
+    with outlines."""
     p.add_argument(
         "--no-fit",
         dest="fit",

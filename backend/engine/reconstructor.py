@@ -297,7 +297,9 @@ class Reconstructor:
             if carved is not None:  # extract again, from the carved field; the first mesh counts as carving
                 carve_time += result.timings["total"]
                 field, values = carved, LatticeValues(grid.resolution + 1)
-                result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
+                result = extract_mesh(
+                    field, values, grid, prepared.frame, tau, options, progress, cancel, points
+                )
                 result.stats["carved_cells"] = float(carved.carved.count_nonzero())
         result.timings = {
             "encode": encode_time,

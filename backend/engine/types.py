@@ -70,7 +70,7 @@ class ReconstructOptions:
     normals: bool = False  # vertex normals from the field's gradient
     fit_points: bool = True  # point clouds: move the surface onto the scan where it is dense (fit.py)
     outlines: bool = True  # reference views: blend the field with the views' visual hull (outlines.py)
-    open_cavities: bool = True  # point clouds: carve cavities the network filled over buried points (cavities.py)
+    open_cavities: bool = True  # point clouds: carve cavities filled over buried points (cavities.py)
     keep_field: bool = True  # cache the field for later re-extraction at another tau
     seed: int = 0  # for sampling / refinement randomness
 

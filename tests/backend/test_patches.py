@@ -130,7 +130,9 @@ def test_the_engine_takes_every_point_of_a_dense_cloud(
     path = write_dense_model(tmp_path, tiny_model, tiny_config)
     engine = Reconstructor("cpu")
     points = np.random.default_rng(0).normal(size=(50_000, 3)).astype(np.float32)
-    result = engine.reconstruct(str(path), Observation(points=points), ReconstructOptions(resolution=32))
+    # the network's own field (a random network may "fill" the blob: not carved here)
+    options = ReconstructOptions(resolution=32, open_cavities=False)
+    result = engine.reconstruct(str(path), Observation(points=points), options)
     assert not any("used" in w for w in result.warnings)
     field = engine.cache.get(result.field_id).field if result.field_id else None
     assert field is not None and isinstance(field.obs, PointEvidence)
@@ -147,7 +149,7 @@ def test_the_fit_searches_the_patch_models_tree(
     with its own."""
     path = write_dense_model(tmp_path, tiny_model, tiny_config)
     points = np.random.default_rng(1).normal(size=(5_000, 3)).astype(np.float32)
-    options = ReconstructOptions(resolution=32)
+    options = ReconstructOptions(resolution=32, open_cavities=False)  # the network's own field
     engine = Reconstructor("cpu")
     shared = engine.reconstruct(str(path), Observation(points=points), options)
     assert shared.field_id is not None
@@ -164,3 +166,29 @@ def test_a_cloud_beyond_the_limit_is_refused_before_any_work(monkeypatch: pytest
     monkeypatch.setattr(observation, "MAX_POINTS", 1000)
     with pytest.raises(InputError, match="more than the 1,000"):
         observation.prepare_points(np.zeros((1001, 3)), None)
+
+
+def test_a_carved_field_is_what_the_engine_keeps(
+    tmp_path: Path, tiny_model: Callable[..., OccupancyNetwork], tiny_config: dict
+) -> None:
+    """Where the engine carves (engine/cavities.py; this random network swallows the blob's
+    points), the threshold slider re-extracts the carved field, and carving only takes away."""
+    import trimesh
+
+    from backend.engine.cavities import CarvedField
+
+    path = write_dense_model(tmp_path, tiny_model, tiny_config)
+    points = np.random.default_rng(0).normal(size=(50_000, 3)).astype(np.float32)
+    engine = Reconstructor("cpu")
+    carved = engine.reconstruct(str(path), Observation(points=points), ReconstructOptions(resolution=32))
+    plain = engine.reconstruct(
+        str(path), Observation(points=points), ReconstructOptions(resolution=32, open_cavities=False)
+    )
+    assert carved.stats["carved_cells"] > 0 and "carved_cells" not in plain.stats
+    assert carved.timings["carve"] > 0 and carved.field_id is not None and plain.field_id is not None
+    assert isinstance(engine.cache.get(carved.field_id).field, CarvedField)
+    assert isinstance(engine.cache.get(plain.field_id).field, NetworkField)
+    again = engine.extract(carved.field_id, carved.tau)
+    np.testing.assert_array_equal(again.faces, carved.faces)
+    volume = [trimesh.Trimesh(r.vertices, r.faces).volume for r in (carved, plain)]
+    assert 0 < volume[0] < volume[1]
