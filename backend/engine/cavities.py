@@ -92,13 +92,16 @@ def buried_points(
     and so are most of their ``NEIGHBOURS`` nearest points. A noisy scan's stray points lie
     deep on their own; a wall that the solid swallowed lies deep with its neighbours."""
     sample = points[:: max(1, len(points) // SAMPLE)]
-    depth, _ = cKDTree(vertices).query(sample)
-    far = depth > radius
-    if not far.any():
+    surface = cKDTree(vertices)
+    depth, _ = surface.query(sample, distance_upper_bound=radius, workers=-1)
+    deep = np.flatnonzero(depth > radius)  # inf: no vertex that near
+    if len(deep) >= BURIED_SHARE * len(sample):  # else too few to carve: skip the work
+        deep = deep[field.evaluate(sample[deep]) > threshold]  # and inside
+    if len(deep) < BURIED_SHARE * len(sample):
         return sample[:0]
-    far[far] = field.evaluate(sample[far]) > threshold  # deep and inside
-    depth = np.where(far, depth, 0.0)
-    _, near = cKDTree(sample).query(sample, k=min(NEIGHBOURS, len(sample)))
+    depth = np.zeros(len(sample))
+    depth[deep], _ = surface.query(sample[deep], workers=-1)
+    _, near = cKDTree(sample).query(sample, k=min(NEIGHBOURS, len(sample)), workers=-1)
     return sample[np.median(depth[near], axis=1) > radius]
 
 
@@ -151,10 +154,9 @@ def carve_open_cavities(
     """
     if len(points) < MIN_POINTS or len(vertices) == 0:
         return None
-    radius = carving_radius(tree, points)
     buried = buried_points(field, vertices, points, threshold, RADIUS)  # depth, whatever the spacing
     tested = len(points[:: max(1, len(points) // SAMPLE)])
     if len(buried) < BURIED_SHARE * tested:
         return None
-    carved = open_cavities(vertices, points, tree, buried, grid, radius)
+    carved = open_cavities(vertices, points, tree, buried, grid, carving_radius(tree, points))
     return CarvedField(field, carved, grid) if carved.any() else None
