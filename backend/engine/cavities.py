@@ -77,10 +77,14 @@ class CarvedField(Field):
         return self.inner.nbytes + self.carved.numel() * 4
 
 
+def _sample(points: np.ndarray) -> np.ndarray:
+    """Every k-th point, at most ``SAMPLE`` of them: enough for a share or a spacing."""
+    return points[:: max(1, len(points) // SAMPLE)]
+
+
 def carving_radius(tree: cKDTree, points: np.ndarray) -> float:
     """``RADIUS``, or twice the scan's typical spacing where the points are sparser than that."""
-    sample = points[:: max(1, len(points) // SAMPLE)]
-    spacing, _ = tree.query(sample, k=2)
+    spacing, _ = tree.query(_sample(points), k=2)
     return max(RADIUS, 2.0 * float(np.median(spacing[:, 1])))
 
 
@@ -91,13 +95,15 @@ def buried_points(
     normalised frame: inside it, farther than ``radius`` from the mesh's surface (its vertices),
     and so are most of their ``NEIGHBOURS`` nearest points. A noisy scan's stray points lie
     deep on their own; a wall that the solid swallowed lies deep with its neighbours."""
-    sample = points[:: max(1, len(points) // SAMPLE)]
+    sample = _sample(points)
+    enough = BURIED_SHARE * len(sample)  # fewer deep points than this cannot be carved: skip the work
     surface = cKDTree(vertices)
     depth, _ = surface.query(sample, distance_upper_bound=radius, workers=-1)
     deep = np.flatnonzero(depth > radius)  # inf: no vertex that near
-    if len(deep) >= BURIED_SHARE * len(sample):  # else too few to carve: skip the work
-        deep = deep[field.evaluate(sample[deep]) > threshold]  # and inside
-    if len(deep) < BURIED_SHARE * len(sample):
+    if len(deep) < enough:
+        return sample[:0]
+    deep = deep[field.evaluate(sample[deep]) > threshold]  # and inside
+    if len(deep) < enough:
         return sample[:0]
     depth = np.zeros(len(sample))
     depth[deep], _ = surface.query(sample[deep], workers=-1)
@@ -149,14 +155,14 @@ def carve_open_cavities(
 ) -> CarvedField | None:
     """The field with its filled open cavities carved out, or None where the scan shows none.
 
-    ``vertices``: the first mesh of ``field`` (normalised frame); ``points``: the scan it read;
+    ``vertices``: the first mesh of ``field`` (normalised frame), as extracted and fitted, not
+    simplified or refined (whose vertices lie farther apart); ``points``: the scan it read;
     ``tree``: a k-d tree over them; ``threshold``: the logit of the mesh's tau.
     """
     if len(points) < MIN_POINTS or len(vertices) == 0:
         return None
     buried = buried_points(field, vertices, points, threshold, RADIUS)  # depth, whatever the spacing
-    tested = len(points[:: max(1, len(points) // SAMPLE)])
-    if len(buried) < BURIED_SHARE * tested:
+    if len(buried) < BURIED_SHARE * len(_sample(points)):
         return None
     carved = open_cavities(vertices, points, tree, buried, grid, carving_radius(tree, points))
     return CarvedField(field, carved, grid) if carved.any() else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -287,19 +288,26 @@ class Reconstructor:
         points = (
             None if prepared.points is None else Scan(prepared.points, _shared_tree(field, prepared.points))
         )
-        result = extract_mesh(field, values, grid, prepared.frame, tau, options, progress, cancel, points)
+        carving = points is not None and options.open_cavities
+        if carving and progress is not None:  # a second extraction must not report going back
+            progress = _never_back(progress)
+        # carving reads the extracted, fitted mesh: simplified or refined later, if asked
+        first = replace(options, simplify_faces=None, refine_steps=0, normals=False) if carving else options
+        result = extract_mesh(field, values, grid, prepared.frame, tau, first, progress, cancel, points)
         carve_time = 0.0
-        if points is not None and options.open_cavities:
+        if carving and points is not None:
             t0 = time.perf_counter()
             unit = prepared.frame.to_unit(result.vertices)
             carved = carve_open_cavities(field, unit, points.points, points.tree, grid, logit(tau))
             carve_time = time.perf_counter() - t0
-            if carved is not None:  # extract again, from the carved field; the first mesh counts as carving
-                carve_time += result.timings["total"]
+            if carved is not None:  # a new field: its values are all new
                 field, values = carved, LatticeValues(grid.resolution + 1)
+            if carved is not None or first != options:  # the first mesh counts as carving's
+                carve_time += result.timings["total"]
                 result = extract_mesh(
                     field, values, grid, prepared.frame, tau, options, progress, cancel, points
                 )
+            if carved is not None:
                 result.stats["carved_cells"] = float(carved.carved.count_nonzero())
         result.timings = {
             "encode": encode_time,
@@ -319,6 +327,17 @@ class Reconstructor:
                     f"more than the cache's {self.cache.capacity / 2**20:.0f} MB"
                 )
         return result
+
+
+def _never_back(progress: ProgressFn) -> ProgressFn:
+    """``progress`` with each stage's fraction held at the most it has reported."""
+    most: dict[str, float] = {}
+
+    def report(stage: str, fraction: float) -> None:
+        most[stage] = max(most.get(stage, 0.0), fraction)
+        progress(stage, most[stage])
+
+    return report
 
 
 def _shared_tree(field: Field, points: np.ndarray) -> cKDTree | None:

@@ -192,3 +192,9 @@ def test_a_carved_field_is_what_the_engine_keeps(
     np.testing.assert_array_equal(again.faces, carved.faces)
     volume = [trimesh.Trimesh(r.vertices, r.faces).volume for r in (carved, plain)]
     assert 0 < volume[0] < volume[1]
+    # the carving reads the mesh before it is simplified: the same cells, then a simpler mesh
+    simple = engine.reconstruct(
+        str(path), Observation(points=points), ReconstructOptions(resolution=32, simplify_faces=200)
+    )
+    assert simple.stats["carved_cells"] == carved.stats["carved_cells"]
+    assert len(simple.faces) < len(carved.faces)
