@@ -68,9 +68,12 @@ class CarvedField(Field):
         return self._carve(self.inner._infer(p), p)
 
     def _carve(self, logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Outside where more than ``CARVED_AT`` of the surroundings is carved, whatever the network says;
-        elsewhere the network's logits (capped far above any threshold)."""
-        return torch.minimum(logits.float(), CARVE_LOGIT * (CARVED_AT - self._carved_share(p)))
+        """Outside where more than ``CARVED_AT`` of the surroundings is carved, whatever the network
+        says; the network's own logits where nothing around is carved, so that no threshold (the
+        live slider goes up to 0.999) finds the solid capped away from the carving."""
+        logits = logits.float()
+        share = self._carved_share(p)
+        return torch.where(share > 0, torch.minimum(logits, CARVE_LOGIT * (CARVED_AT - share)), logits)
 
     @property
     def nbytes(self) -> int:

@@ -86,6 +86,23 @@ def test_a_filled_bowl_is_carved_to_its_wall() -> None:
     assert p.grad is not None and torch.isfinite(p.grad).all()
 
 
+def test_every_threshold_keeps_the_solid_away_from_the_carving() -> None:
+    """The live slider reaches 0.999 (logit 6.9): the uncarved solid reads as the network says."""
+
+    def sure(p: torch.Tensor) -> torch.Tensor:  # the filled bowl, as sure as a trained network
+        return 10 * filled_bowl(p)
+
+    carved = carve(sure, bowl_points())
+    assert carved is not None
+    wall = np.array([[0, 0, -0.325], [0.325, 0, -0.02]], np.float32)
+    np.testing.assert_array_equal(carved.evaluate(wall), FunctionField(sure).evaluate(wall))
+    assert (carved.evaluate(wall) > logit(0.999)).all()
+    options = ReconstructOptions(tau=0.999, resolution=GRID.resolution, fit_points=False)
+    values = LatticeValues(GRID.resolution + 1)
+    mesh = extract_mesh(carved, values, GRID, UserFrame.identity(), 0.999, options)
+    assert len(mesh.faces) > 0
+
+
 def test_a_bowl_read_as_open_is_left_alone() -> None:
     assert carve(open_bowl, bowl_points()) is None
 
