@@ -96,8 +96,9 @@ def buried_points(
 ) -> np.ndarray:
     """The points (of at most ``SAMPLE``) that lie buried in the field's solid, all in the
     normalised frame: inside it, farther than ``radius`` from the mesh's surface (its vertices),
-    and so are most of their ``NEIGHBOURS`` nearest points. A noisy scan's stray points lie
-    deep on their own; a wall that the solid swallowed lies deep with its neighbours."""
+    and so are most of their ``NEIGHBOURS`` nearest points; none unless ``BURIED_SHARE`` of them
+    are. A noisy scan's stray points lie deep on their own; a wall that the solid swallowed lies
+    deep with its neighbours."""
     sample = _sample(points)
     enough = BURIED_SHARE * len(sample)  # fewer deep points than this cannot be carved: skip the work
     surface = cKDTree(vertices)
@@ -111,7 +112,8 @@ def buried_points(
     depth = np.zeros(len(sample))
     depth[deep], _ = surface.query(sample[deep], workers=-1)
     _, near = cKDTree(sample).query(sample, k=min(NEIGHBOURS, len(sample)), workers=-1)
-    return sample[np.median(depth[near], axis=1) > radius]
+    buried = sample[np.median(depth[near], axis=1) > radius]
+    return buried if len(buried) >= enough else sample[:0]
 
 
 def _cells(points: np.ndarray, grid: Grid) -> tuple[np.ndarray, ...]:
@@ -165,7 +167,7 @@ def carve_open_cavities(
     if len(points) < MIN_POINTS or len(vertices) == 0:
         return None
     buried = buried_points(field, vertices, points, threshold, RADIUS)  # depth, whatever the spacing
-    if len(buried) < BURIED_SHARE * len(_sample(points)):
+    if len(buried) == 0:
         return None
     carved = open_cavities(vertices, points, tree, buried, grid, carving_radius(tree, points))
     return CarvedField(field, carved, grid) if carved.any() else None
