@@ -21,6 +21,7 @@ REQUIREMENTS = (
     "torch>=2.2",
     "numpy>=1.26",
     "scipy>=1.11",
+    "pykdtree>=1.3.10",
     "trimesh>=4.0",
     "PyMCubes>=0.1.4",
     "tqdm>=4.60",

@@ -59,7 +59,7 @@ fi
 # Run from / so the check sees what is installed, not the repository's folders.
 (cd / && "$OCC_PY" - <<'PY'
 import importlib.util, sys
-names = ["torch", "numpy", "scipy", "trimesh", "mcubes", "tqdm", "safetensors", "PIL",
+names = ["torch", "numpy", "scipy", "pykdtree", "trimesh", "mcubes", "tqdm", "safetensors", "PIL",
          "fast_simplification", "pytest", "ruff", "mypy", "hypothesis", "bpy", "backend", "occupancy_addon"]
 missing = [name for name in names if importlib.util.find_spec(name) is None]
 if missing:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
+from ..point_tree import PointTree
 from .field import Field
 from .grid import Grid
 
@@ -85,7 +85,7 @@ def _sample(points: np.ndarray) -> np.ndarray:
     return points[:: max(1, len(points) // SAMPLE)]
 
 
-def carving_radius(tree: cKDTree, points: np.ndarray) -> float:
+def carving_radius(tree: PointTree, points: np.ndarray) -> float:
     """``RADIUS``, or twice the scan's typical spacing where the points are sparser than that."""
     spacing, _ = tree.query(_sample(points), k=2)
     return max(RADIUS, 2.0 * float(np.median(spacing[:, 1])))
@@ -101,8 +101,8 @@ def buried_points(
     deep with its neighbours."""
     sample = _sample(points)
     enough = BURIED_SHARE * len(sample)  # fewer deep points than this cannot be carved: skip the work
-    surface = cKDTree(vertices)
-    depth, _ = surface.query(sample, distance_upper_bound=radius, workers=-1)
+    surface = PointTree(vertices)
+    depth = surface.query(sample, within=radius)[0][:, 0]
     deep = np.flatnonzero(depth > radius)  # inf: no vertex that near
     if len(deep) < enough:
         return sample[:0]
@@ -110,8 +110,8 @@ def buried_points(
     if len(deep) < enough:
         return sample[:0]
     depth = np.zeros(len(sample))
-    depth[deep], _ = surface.query(sample[deep], workers=-1)
-    _, near = cKDTree(sample).query(sample, k=min(NEIGHBOURS, len(sample)), workers=-1)
+    depth[deep] = surface.query(sample[deep])[0][:, 0]
+    _, near = PointTree(sample).query(sample, k=min(NEIGHBOURS, len(sample)))
     buried = sample[np.median(depth[near], axis=1) > radius]
     return buried if len(buried) >= enough else sample[:0]
 
@@ -124,13 +124,13 @@ def _cells(points: np.ndarray, grid: Grid) -> tuple[np.ndarray, ...]:
 
 
 def open_cavities(
-    vertices: np.ndarray, points: np.ndarray, tree: cKDTree, buried: np.ndarray, grid: Grid, radius: float
+    vertices: np.ndarray, points: np.ndarray, tree: PointTree, buried: np.ndarray, grid: Grid, radius: float
 ) -> np.ndarray:
     """(GRID,) * 3 bool: the cells to carve (see the module's docstring), all in the normalised frame."""
     cell = grid.box / GRID
     axis = ((np.arange(GRID) + 0.5) * cell - grid.box / 2).astype(np.float32)
     centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    to_points, _ = tree.query(centres, distance_upper_bound=radius, workers=-1)
+    to_points = tree.query(centres, within=radius)[0][:, 0]
     free = (to_points > radius).reshape((GRID,) * 3)  # no point within radius (inf when none found)
 
     surface = np.zeros((GRID,) * 3, bool)
@@ -156,7 +156,7 @@ def open_cavities(
 
 
 def carve_open_cavities(
-    field: Field, vertices: np.ndarray, points: np.ndarray, tree: cKDTree, grid: Grid, threshold: float
+    field: Field, vertices: np.ndarray, points: np.ndarray, tree: PointTree, grid: Grid, threshold: float
 ) -> CarvedField | None:
     """The field with its filled open cavities carved out, or None where the scan shows none.
 

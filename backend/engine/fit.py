@@ -15,7 +15,8 @@ All in the normalised frame (the object fills the unit cube).
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from ..point_tree import PointTree
 
 RADIUS = 0.02  # points farther than this from a vertex are not its evidence (2.5 cells at 128^3)
 NEIGHBOURS = 16  # the nearest points within RADIUS that a vertex reads
@@ -51,7 +52,7 @@ class Scan:
     kept, so that each re-extraction of a cached field (the live threshold) reuses it; ``tree``
     hands it one already built over the same points (a patch model's, ``models/patches.py``)."""
 
-    def __init__(self, points: np.ndarray, tree: cKDTree | None = None) -> None:
+    def __init__(self, points: np.ndarray, tree: PointTree | None = None) -> None:
         self.points = np.asarray(points, np.float32)
         self._tree = tree
         self._own_tree = tree is None
@@ -60,15 +61,15 @@ class Scan:
         return len(self.points)
 
     @property
-    def tree(self) -> cKDTree:
-        if self._tree is None:  # unbalanced: builds ~2.5x faster, queries as fast
-            self._tree = cKDTree(self.points, leafsize=32, balanced_tree=False, compact_nodes=False)
+    def tree(self) -> PointTree:
+        if self._tree is None:
+            self._tree = PointTree(self.points)
         return self._tree
 
     @property
     def nbytes(self) -> int:
         own = self._tree is not None and self._own_tree
-        tree = 40 * len(self.points) if own else 0  # data copy, indices, nodes, roughly
+        tree = self._tree.nbytes if own and self._tree is not None else 0
         return self.points.nbytes + tree
 
 
@@ -79,8 +80,7 @@ def fit_to_points(vertices: np.ndarray, faces: np.ndarray, scan: Scan) -> np.nda
     v = vertices.astype(np.float32)
     normals = vertex_normals(v.astype(np.float64), faces).astype(np.float32)
     k = min(NEIGHBOURS, len(scan))
-    distance, index = scan.tree.query(v, k=k, distance_upper_bound=RADIUS, workers=-1)
-    distance, index = distance.reshape(len(v), k).astype(np.float32), index.reshape(len(v), k)
+    distance, index = scan.tree.query(v, k=k, within=RADIUS)
     near = np.isfinite(distance)
     offsets = scan.points[np.where(near, index, 0)] - v[:, None]  # (V, k, 3)
     along = np.einsum("vkc,vc->vk", offsets, normals)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from ..checkpoint import WEIGHTS_DIR, CheckpointError, ModelMeta, load_checkpoint, read_meta, shipped_models
 from ..kinds import kind as input_kind
@@ -26,6 +25,7 @@ from ..kinds import observed_kind
 from ..limits import MAX_THREADS
 from ..models import OccupancyNetwork
 from ..models.patches import PointEvidence
+from ..point_tree import PointTree
 from ..wire.model_header import takes
 from .cache import CachedField, FieldCache
 from .cavities import carve_open_cavities
@@ -340,7 +340,7 @@ def _never_back(progress: ProgressFn) -> ProgressFn:
     return report
 
 
-def _shared_tree(field: Field, points: np.ndarray) -> cKDTree | None:
+def _shared_tree(field: Field, points: np.ndarray) -> PointTree | None:
     """A patch model's k-d tree over the cloud it read (``points``), which the fit can search too."""
     evidence = field.obs if isinstance(field, NetworkField) else None
     if isinstance(evidence, PointEvidence) and evidence.index.n == len(points):

@@ -7,7 +7,7 @@ runs, at the scan's own resolution. The grid still decides inside from outside, 
 context from far away; the patch adds the precision. Evidence this local carries over to
 unfamiliar shapes, as patch-based Points2Surf did in Sulzer et al.'s benchmark (README).
 
-The k-d trees (scipy) are built once per observation (``PointEvidence``) and queried for every
+The k-d trees (``point_tree``) are built once per observation (``PointEvidence``) and queried for every
 chunk of query points, so the cost is O(N log N) once plus O(M k log N) per M queries, for any N.
 """
 
@@ -18,8 +18,9 @@ from typing import cast
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from torch import nn
+
+from ..point_tree import PointTree
 
 PATCH_SCALE = 20.0  # offsets are read in units of 0.05 of the object, the near-surface band
 # queries per step without autograd: a step's (chunk * k, width) activations stay in cache
@@ -31,8 +32,7 @@ class NeighbourIndex:
 
     def __init__(self, points: torch.Tensor) -> None:
         self.n = int(points.shape[1])
-        cloud = points.detach().to("cpu", torch.float32).numpy()
-        self.trees = [cKDTree(x, leafsize=32, balanced_tree=False, compact_nodes=False) for x in cloud]
+        self.trees = [PointTree(x) for x in points.detach().to("cpu", torch.float32).numpy()]
 
     def query(self, p: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (B, M, k) of the k nearest points to each query p (B, M, 3); with fewer than k
@@ -41,14 +41,13 @@ class NeighbourIndex:
         kk = min(k, self.n)
         out = np.empty((*q.shape[:2], k), np.int64)
         for b, tree in enumerate(self.trees):
-            _, idx = tree.query(q[b], k=kk, workers=-1)
-            idx = idx.reshape(len(q[b]), kk)
+            _, idx = tree.query(q[b], k=kk)
             out[b] = idx if kk == k else idx[:, np.arange(k) % kk]
         return torch.from_numpy(out).to(p.device)
 
     @property
     def nbytes(self) -> int:
-        return 40 * self.n * len(self.trees)  # data copy, indices and nodes, roughly
+        return sum(tree.nbytes for tree in self.trees)
 
 
 @dataclass
