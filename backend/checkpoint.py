@@ -76,6 +76,21 @@ class ModelMeta:
     def model_config(self) -> ModelConfig:
         return _build(ModelConfig, self.config, "model")
 
+    def provenance(self, path: Path) -> dict[str, Any]:
+        """What the model in ``path`` was, for the metadata of a model made from it (fine-tuned or
+        distilled); it nests, so a chain of stages names every earlier one."""
+        t = self.training
+        return {
+            "file": path.name,
+            "name": self.name,
+            "run": t.get("run"),
+            "steps": t.get("steps"),
+            "wall_time_min": t.get("wall_time_min"),
+            "n_train": t.get("data", {}).get("n_train"),
+            "val_iou": self.metrics.get("val_iou"),
+            "started_from": t.get("started_from"),  # the stages before it, if it was fine-tuned too
+        }
+
 
 def save_weights(path: str | Path, model: OccupancyNetwork, meta: ModelMeta, half: bool = True) -> None:
     """Write the model's weights and ``meta`` to a .safetensors file (atomically)."""

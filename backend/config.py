@@ -211,6 +211,9 @@ class TrainConfig:
     val_points: int = 20000  # uniform points per validation shape for IoU
     threads: int = 0  # torch threads (0 = torch default)
     seed: int = 0
+    # a model file whose occupancy this run's decoder learns to give (backend/distill.py): its
+    # encoder and local features are copied and frozen; "" trains on ground truth as usual
+    teacher: str = ""
 
     def validate(self) -> None:
         if not self.out_dir:

@@ -33,6 +33,7 @@ from .config import Config
 from .data.dataset import DataError, validation_set
 from .data.onet_layout import OnetPool
 from .data.sources import open_split
+from .distill import Distillation, DistillationError, load_teacher, share_features
 from .distributed import Ranks
 from .interrupts import Terminated
 from .models import OccupancyNetwork, build_model
@@ -164,17 +165,7 @@ def _start_from(
     state["decoder.fc_p.weight"] = torch.cat([w, w.new_zeros(w.shape[0], wanted - w.shape[1])], 1)
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("local.patch.")}
     model.load_state_dict({**fresh, **state})
-    t = meta.training
-    return {
-        "file": path.name,
-        "name": meta.name,
-        "run": t.get("run"),
-        "steps": t.get("steps"),
-        "wall_time_min": t.get("wall_time_min"),
-        "n_train": t.get("data", {}).get("n_train"),
-        "val_iou": meta.metrics.get("val_iou"),
-        "started_from": t.get("started_from"),  # the stages before it, if it was fine-tuned too
-    }
+    return meta.provenance(path)
 
 
 def _setup_logging(out_dir: Path) -> None:
@@ -187,18 +178,21 @@ def _setup_logging(out_dir: Path) -> None:
     log.setLevel(logging.INFO)
 
 
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+
 class _Loss(nn.Module):
-    """The model's training loss as a forward pass: DistributedDataParallel synchronises the
+    """A training loss of ``model`` as a forward pass: DistributedDataParallel synchronises the
     gradients of what its wrapped module's forward computes."""
 
-    def __init__(self, model: OccupancyNetwork) -> None:
+    def __init__(self, model: OccupancyNetwork, loss: LossFn) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.loss = model, loss
 
     def forward(
         self, points: torch.Tensor, occ: torch.Tensor, inputs: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.model.loss(points, occ, inputs)
+        return self.loss(points, occ, inputs)
 
 
 class TrainingRun:
@@ -229,6 +223,12 @@ class TrainingRun:
         self._initial = None
         if init is not None and ranks.main and not self.state_path.exists():
             self._initial = _load_model_of(init, cfg, "start from", may_grow=True)
+        teacher = None
+        if cfg.train.teacher:
+            try:
+                teacher = load_teacher(Path(cfg.train.teacher), cfg.model)
+            except DistillationError as e:
+                raise ResumeError(str(e)) from None
         if ranks.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _setup_logging(self.out_dir)
@@ -255,10 +255,16 @@ class TrainingRun:
         self.step, self.best_iou, self.best_tau, self.wall = 0, -1.0, 0.5, 0.0
         self.started_from: dict[str, Any] | None = None  # the --init model's provenance
         self._start(init)
-        self.loss: Callable[..., tuple[torch.Tensor, dict[str, float]]] = self.model.loss
+        self.loss: LossFn = self.model.loss
+        self.teacher: dict[str, Any] | None = None  # the provenance of the model being distilled
+        if teacher is not None:
+            share_features(self.model, teacher[0].to(self.device))
+            self.loss = Distillation(self.model, teacher[0])
+            self.teacher = teacher[1].provenance(Path(cfg.train.teacher))
+            log.info("distilling %s (encoder and local features frozen)", cfg.train.teacher)
         if ranks.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.loss = DistributedDataParallel(_Loss(self.model), device_ids=device_ids)
+            self.loss = DistributedDataParallel(_Loss(self.model, self.loss), device_ids=device_ids)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info(
             "model %s: %.2fM parameters, device %s, %d training shapes",
@@ -381,6 +387,8 @@ class TrainingRun:
             "run": self.out_dir.as_posix(),  # tells the stages of a fine-tuning chain apart on its card
             "started_from": self.started_from,  # None for a run from scratch
         }
+        if self.teacher is not None:
+            training["distilled_from"] = self.teacher
         if self.ranks.distributed:
             training["processes"] = self.ranks.world  # batch_size is each one's
         meta = ModelMeta(
