@@ -89,6 +89,7 @@ class ModelMeta:
             "n_train": t.get("data", {}).get("n_train"),
             "val_iou": self.metrics.get("val_iou"),
             "started_from": t.get("started_from"),  # the stages before it, if it was fine-tuned too
+            "distilled_from": t.get("distilled_from"),  # ... or the model it learnt from (distill.py)
         }
 
 

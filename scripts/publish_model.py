@@ -50,15 +50,26 @@ def _run_of(stage: dict[str, Any]) -> str:
     return f" ({stage['run']})" if stage.get("run") else ""
 
 
+def _earlier(stage: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """The stage a run or stage came from, and how: fine-tuned from it, or distilled from it."""
+    if stage.get("started_from"):
+        return "started from", stage["started_from"]
+    if stage.get("distilled_from"):
+        return "was distilled from", stage["distilled_from"]
+    return "", None
+
+
 def _started_from_lines(training: dict[str, Any]) -> list[str]:
-    """The card's line on the stages a fine-tuned run started from (none for a run from scratch)."""
-    stages = []
-    src = training.get("started_from")
-    while src:  # the model it started from, then the one that one started from, ...
-        stages.append(src)
-        src = src.get("started_from")
-    if not stages:
+    """The card's line on the stages a fine-tuned or distilled run came from (none for a run from
+    scratch); the totals count every stage, a distilled model's teacher's included."""
+    how, src = _earlier(training)
+    if src is None:
         return []
+    stages, links = [], [how]
+    while src:  # the model it came from, then the one that one came from, ...
+        stages.append(src)
+        how, src = _earlier(src)
+        links.append(how)
     total_steps = sum(s.get("steps") or 0 for s in stages) + (training.get("steps") or 0)
     total_min = sum(s.get("wall_time_min") or 0 for s in stages) + (training.get("wall_time_min") or 0)
     described = [
@@ -66,10 +77,11 @@ def _started_from_lines(training: dict[str, Any]) -> list[str]:
         f" {s.get('wall_time_min')} min, validation IoU {s.get('val_iou')})"
         for s in stages
     ]
-    return [
-        f"- Started from the weights of {', which started from '.join(described)};"
-        f" {total_steps} steps and {round(total_min, 1)} min in all."
-    ]
+    text = described[0] + "".join(
+        f", which {how} {d}" for how, d in zip(links[1:], described[1:], strict=False)
+    )
+    first = "Started from the weights of" if links[0] == "started from" else "Distilled from"
+    return [f"- {first} {text}; {total_steps} steps and {round(total_min, 1)} min in all."]
 
 
 def _automatic_lines(meta: Any) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from backend.distill import Distillation, load_teacher, share_features
 from backend.models import build_model
 from backend.training import ResumeError, train
 from tests.backend.tiny_runs import tiny_config
+
+PUBLISH = Path(__file__).resolve().parents[2] / "scripts" / "publish_model.py"
 
 
 def _student_config(out: Path, teacher: Path, steps: int):
@@ -87,3 +91,36 @@ def test_a_teacher_of_another_network_is_refused_before_anything_is_written(tmp_
     cfg.train.teacher = str(tmp_path / "missing.safetensors")
     with pytest.raises(ResumeError, match="cannot distil from .*missing"):
         train(cfg, "student", data_dir=data)
+
+
+def test_a_student_fine_tuned_further_names_its_teacher_on_its_card(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    teacher = train(tiny_config(tmp_path / "teacher", 2), "tiny", data_dir=data)
+    student = train(_student_config(tmp_path / "student", teacher, 2), "student", data_dir=data)
+    tuned_cfg = _student_config(tmp_path / "tuned", teacher, 2)
+    tuned_cfg.train.teacher = ""  # a second stage on the ground truth, all of it trainable
+    train(tuned_cfg, "tuned", data_dir=data, init=student)
+    weights = tmp_path / "weights"
+    for run, name in (("student", "student"), ("tuned", "tuned")):
+        subprocess.run(
+            [
+                sys.executable,
+                str(PUBLISH),
+                str(tmp_path / run),
+                "--name",
+                name,
+                "--weights-dir",
+                str(weights),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    teacher_run = (tmp_path / "teacher").as_posix()
+    card = (weights / "student.md").read_text()
+    assert f"- Distilled from `tiny` ({teacher_run}) (2 steps on 3 shapes" in card
+    assert "; 4 steps and " in card
+    card = (weights / "tuned.md").read_text()
+    student_run = (tmp_path / "student").as_posix()
+    assert f"- Started from the weights of `student` ({student_run}) (2 steps" in card
+    assert f"which was distilled from `tiny` ({teacher_run}) (2 steps on 3 shapes" in card
+    assert "; 6 steps and " in card

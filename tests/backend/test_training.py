@@ -81,6 +81,7 @@ def test_a_new_run_can_start_from_a_model_file(tmp_path: Path) -> None:
         "n_train": 3,
         "val_iou": first_meta.metrics["val_iou"],
         "started_from": None,
+        "distilled_from": None,
     }
     # a third stage (on cube-symmetric augmented batches) names both earlier ones
     third = tmp_path / "third"
