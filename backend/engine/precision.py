@@ -2,9 +2,9 @@
 
 On CUDA that is float16. On a CPU it is bfloat16, but only where the CPU multiplies bfloat16
 matrices in hardware (Intel AMX tiles): there a matrix product runs about 8x faster than in
-float32, and a reconstruction from 3,000 points takes an eighth less time (0.77 against 0.88 s,
-bench/bench_dense.py ``--half``: the k-d tree's neighbours are the rest); elsewhere bfloat16 is
-emulated and slower, so it is not offered. The input layer still
+float32, and a reconstruction from 3,000 points takes an eighth less time (0.46 against 0.53 s,
+bench/bench_dense.py ``--half``: the neighbours and the patches are the rest); elsewhere bfloat16
+is emulated and slower, so it is not offered. The input layer still
 reads the points in float32 (bfloat16 keeps 8 bits: 0.002 of the object at its edge), and the
 meshes stay within a small fraction of a grid cell of float32's (tests/backend).
 """
