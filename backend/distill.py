@@ -1,8 +1,8 @@
 """Distillation: a narrower decoder learns to give the occupancy that a trained model gives.
 
 At reconstruction most of the time per query point goes to the decoder's matrix products: five
-ResNet blocks of width 128 are 0.19 s of the 0.65 s that 3,000 points take to a 128^3 mesh. A
-decoder of width 64 costs a quarter as much. The student reads exactly what the teacher reads:
+ResNet blocks of width 128 are about 0.19 s of the 0.53 s that 3,000 points take to a 128^3
+mesh. A decoder of width 64 costs a quarter as much. The student reads exactly what the teacher reads:
 its encoder and local features (for a point cloud, the U-Net's grid and the patch of nearest
 points) are the teacher's, copied and frozen, so it only has to learn the map from those
 features to the teacher's occupancy. Soft targets (the teacher's probabilities) carry more

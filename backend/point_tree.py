@@ -40,4 +40,4 @@ class PointTree:
 
     @property
     def nbytes(self) -> int:
-        return 20 * self.n  # its float32 copy of the points, the permutation and the nodes, roughly
+        return 20 * self.n  # the float32 points it holds, the permutation and the nodes, roughly

@@ -223,7 +223,7 @@ class TrainingRun:
         self._initial = None
         if init is not None and ranks.main and not self.state_path.exists():
             self._initial = _load_model_of(init, cfg, "start from", may_grow=True)
-        teacher = None
+        teacher: tuple[OccupancyNetwork, ModelMeta] | None = None
         if cfg.train.teacher:
             try:
                 teacher = load_teacher(Path(cfg.train.teacher), cfg.model)
@@ -258,9 +258,10 @@ class TrainingRun:
         self.loss: LossFn = self.model.loss
         self.teacher: dict[str, Any] | None = None  # the provenance of the model being distilled
         if teacher is not None:
-            share_features(self.model, teacher[0].to(self.device))
-            self.loss = Distillation(self.model, teacher[0])
-            self.teacher = teacher[1].provenance(Path(cfg.train.teacher))
+            teacher_model, teacher_meta = teacher
+            share_features(self.model, teacher_model.to(self.device))
+            self.loss = Distillation(self.model, teacher_model)
+            self.teacher = teacher_meta.provenance(Path(cfg.train.teacher))
             log.info("distilling %s (encoder and local features frozen)", cfg.train.teacher)
         if ranks.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None

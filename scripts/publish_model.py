@@ -62,14 +62,14 @@ def _earlier(stage: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
 def _started_from_lines(training: dict[str, Any]) -> list[str]:
     """The card's line on the stages a fine-tuned or distilled run came from (none for a run from
     scratch); the totals count every stage, a distilled model's teacher's included."""
+    chain: list[tuple[str, dict[str, Any]]] = []  # (how, stage): the model it came from, and so on
     how, src = _earlier(training)
-    if src is None:
-        return []
-    stages, links = [], [how]
-    while src:  # the model it came from, then the one that one came from, ...
-        stages.append(src)
+    while src is not None:
+        chain.append((how, src))
         how, src = _earlier(src)
-        links.append(how)
+    if not chain:
+        return []
+    stages = [stage for _, stage in chain]
     total_steps = sum(s.get("steps") or 0 for s in stages) + (training.get("steps") or 0)
     total_min = sum(s.get("wall_time_min") or 0 for s in stages) + (training.get("wall_time_min") or 0)
     described = [
@@ -78,9 +78,9 @@ def _started_from_lines(training: dict[str, Any]) -> list[str]:
         for s in stages
     ]
     text = described[0] + "".join(
-        f", which {how} {d}" for how, d in zip(links[1:], described[1:], strict=False)
+        f", which {how} {d}" for (how, _), d in zip(chain[1:], described[1:], strict=True)
     )
-    first = "Started from the weights of" if links[0] == "started from" else "Distilled from"
+    first = "Started from the weights of" if chain[0][0] == "started from" else "Distilled from"
     return [f"- {first} {text}; {total_steps} steps and {round(total_min, 1)} min in all."]
 
 

@@ -68,8 +68,7 @@ class Scan:
 
     @property
     def nbytes(self) -> int:
-        own = self._tree is not None and self._own_tree
-        tree = self._tree.nbytes if own and self._tree is not None else 0
+        tree = self._tree.nbytes if self._own_tree and self._tree is not None else 0
         return self.points.nbytes + tree
 
 
